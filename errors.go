@@ -1,0 +1,40 @@
+package alock
+
+import "github.com/pgalock/alock/internal/core"
+
+// Errors returned by this package and by alocksql. Match them with
+// errors.Is: the errors returned wrap them with detail (which ids, which
+// server error).
+var (
+	// ErrNotHeld: Release was called on a Lock that is not held.
+	ErrNotHeld = core.ErrNotHeld
+
+	// ErrLost: a lock that was held is not held any more although it was not
+	// released: its session ended (closed, terminated by an administrator,
+	// server restart, network failure) or the server reported it not held
+	// when it was unlocked. Every lock of that session is gone.
+	ErrLost = core.ErrLost
+
+	// ErrDeadlock: the server chose this acquisition as the victim of a
+	// deadlock (SQLSTATE 40P01). The Lock is not held; the session's other
+	// locks are still held, and one of them is probably what the other
+	// party waits for.
+	ErrDeadlock = core.ErrDeadlock
+
+	// ErrTooManyIDs: a Lock has more than MaxIDs distinct ids.
+	ErrTooManyIDs = core.ErrTooManyIDs
+)
+
+// MaxIDs is the most distinct ids one Lock may have; Acquire and TryAcquire
+// of a Lock with more return ErrTooManyIDs without contacting the server.
+// Every held id takes an entry in the server's shared lock table, which holds
+// about max_locks_per_transaction × max_connections entries for the whole
+// cluster (6,400 with the defaults); once it is full, no session can take any
+// lock, nor can new sessions connect.
+const MaxIDs = core.MaxIDs
+
+// CleanupTimeout bounds the clean-up done after a caller's context has ended
+// or an acquisition has failed: delivering a cancel request, waiting for the
+// cancelled statement, and unlocking. Release uses it too, whatever its ctx.
+// A session that cannot be brought to a known state within it is closed.
+const CleanupTimeout = core.CleanupTimeout

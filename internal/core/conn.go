@@ -1,0 +1,33 @@
+package core
+
+import "context"
+
+// Conn is one database session as a driver adapter presents it to a Lock.
+// Except for Cancel and Abort, its methods are called by one goroutine at a
+// time, the one that owns the Lock.
+type Conn interface {
+	// Key identifies the session: two Conns with equal keys are the same
+	// session and share their server-side holds (for pgx, the *pgx.Conn).
+	Key() any
+	// Exec runs a statement and discards its result. ctx is never cancelled:
+	// cancellation is Lock's job (see run).
+	Exec(ctx context.Context, sql string, args []any) error
+	// QueryText runs a statement that returns one row with one text column and
+	// returns it ("" for NULL).
+	QueryText(ctx context.Context, sql string, args []any) (string, error)
+	// Cancel sends a cancel request for the statement in progress and returns
+	// once the server has received it. Called from another goroutine.
+	Cancel(ctx context.Context) error
+	// Abort makes the statement in progress fail at once and the session end.
+	// Called from another goroutine.
+	Abort()
+	// Closed reports whether the session is known to be gone or aborted.
+	Closed() bool
+	// Close ends the session; used when its lock state is in doubt.
+	Close(ctx context.Context)
+	// TxStatus returns the transaction status byte of the last ReadyForQuery:
+	// 'I' idle, 'T' in a transaction block, 'E' in a failed transaction block.
+	TxStatus() byte
+	// SQLState returns the SQLSTATE of a server error, or "".
+	SQLState(err error) string
+}

@@ -1,0 +1,54 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// The sentinels re-exported by alock; see their documentation there.
+var (
+	ErrNotHeld    = errors.New("alock: lock not held")
+	ErrLost       = errors.New("alock: lock lost")
+	ErrDeadlock   = errors.New("alock: deadlock detected")
+	ErrTooManyIDs = fmt.Errorf("alock: more than %d ids in one lock", MaxIDs)
+)
+
+// MaxIDs is the most distinct ids one Lock may hold. Every id is an entry in
+// the server's shared lock table, which holds about
+// max_locks_per_transaction × max_connections entries for the whole cluster
+// (6,400 with the defaults); when it is full, no session can take any lock.
+const MaxIDs = 64
+
+// SQLSTATE codes the library maps to errors.
+const (
+	stateDeadlock    = "40P01"
+	stateLockTimeout = "55P03"
+	stateCanceled    = "57014"
+	stateOutOfMemory = "53200"
+	stateTxAborted   = "25P02"
+)
+
+// describe wraps a failed acquisition's error so that it says what happened
+// and matches the right sentinel or context error with errors.Is.
+func describe(op string, ctx context.Context, cancelled bool, c Conn, err error) error {
+	if cancelled && ctx.Err() != nil {
+		return fmt.Errorf("alock: %s: %w (server: %w)", op, context.Cause(ctx), err)
+	}
+	switch c.SQLState(err) {
+	case stateDeadlock:
+		return fmt.Errorf("alock: %s: %w: %w", op, ErrDeadlock, err)
+	case stateLockTimeout:
+		return fmt.Errorf("alock: %s: lock_timeout expired: %w", op, err)
+	case stateCanceled:
+		return fmt.Errorf("alock: %s: cancelled by the server (statement_timeout or a cancel request): %w", op, err)
+	case stateOutOfMemory:
+		return fmt.Errorf("alock: %s: the server's shared lock table is full (raise max_locks_per_transaction or hold fewer locks): %w", op, err)
+	case stateTxAborted:
+		return fmt.Errorf("alock: %s: the session's transaction is aborted; roll it back first: %w", op, err)
+	}
+	if c.Closed() {
+		return fmt.Errorf("alock: %s: session lost: %w", op, err)
+	}
+	return fmt.Errorf("alock: %s: %w", op, err)
+}

@@ -1,0 +1,266 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+)
+
+// Lock is the state machine behind alock.Lock and alocksql.Lock: a re-entrant
+// hold of several advisory locks in one mode on one session. The contracts are
+// documented on alock.Lock.
+type Lock struct {
+	conn  Conn
+	mode  Mode
+	tags  []Tag // distinct, in the order given
+	count int
+
+	// The statements for the whole of tags, built once.
+	lockAll, tryAll, unlockAll statement
+}
+
+// NewLock returns an unheld Lock on c over tags (duplicates are dropped, the
+// order is kept).
+func NewLock(c Conn, m Mode, tags []Tag) *Lock {
+	distinct := make([]Tag, 0, len(tags))
+	for _, t := range tags {
+		if !slices.Contains(distinct, t) {
+			distinct = append(distinct, t)
+		}
+	}
+	return &Lock{
+		conn: c, mode: m, tags: distinct,
+		lockAll:   lockStatement(m, distinct),
+		tryAll:    tryStatement(m, distinct),
+		unlockAll: unlockStatement(m, distinct),
+	}
+}
+
+// Locked reports whether the Lock is held, as far as it knows.
+func (l *Lock) Locked() bool { return l.count > 0 && !l.conn.Closed() }
+
+// Acquire waits until every tag is held.
+func (l *Lock) Acquire(ctx context.Context) error {
+	_, err := l.acquire(ctx, "acquire", false)
+	return err
+}
+
+// TryAcquire takes every tag or none, without waiting.
+func (l *Lock) TryAcquire(ctx context.Context) (bool, error) {
+	return l.acquire(ctx, "try acquire", true)
+}
+
+func (l *Lock) acquire(ctx context.Context, op string, try bool) (bool, error) {
+	if l.count > 0 {
+		if l.conn.Closed() {
+			return false, fmt.Errorf("alock: %s: %w: its session is gone", op, ErrLost)
+		}
+		l.count++
+		return true, nil
+	}
+	if ctx.Err() != nil {
+		return false, fmt.Errorf("alock: %s: %w", op, context.Cause(ctx))
+	}
+	if len(l.tags) > MaxIDs {
+		return false, fmt.Errorf("alock: %s: %w (%d given)", op, ErrTooManyIDs, len(l.tags))
+	}
+	if send := unheld(l.conn.Key(), l.mode, l.tags); len(send) > 0 {
+		ok, err := l.take(ctx, op, try, send)
+		if !ok || err != nil {
+			return false, err
+		}
+	}
+	addHolds(l.conn.Key(), l.mode, l.tags)
+	l.count = 1
+	return true, nil
+}
+
+// take takes send, the tags this session does not hold yet, in one statement.
+// On failure it gives back whatever the statement took before returning.
+func (l *Lock) take(ctx context.Context, op string, try bool, send []Tag) (bool, error) {
+	st := l.lockAll
+	if try {
+		st = l.tryAll
+	}
+	if len(send) != len(l.tags) {
+		st = lockStatement(l.mode, send)
+		if try {
+			st = tryStatement(l.mode, send)
+		}
+	}
+	sp, err := beginSavepoint(ctx, l.conn)
+	if err != nil {
+		return false, describe(op, ctx, false, l.conn, err)
+	}
+	var flags string
+	cancelled, err := run(ctx, l.conn, func(q context.Context) (err error) {
+		if try {
+			flags, err = l.conn.QueryText(q, st.sql, st.args)
+			return err
+		}
+		return l.conn.Exec(q, st.sql, st.args)
+	})
+	if err != nil || cancelled {
+		if err == nil {
+			err = errors.New("the lock was granted as the cancel arrived, and given back")
+		}
+		return false, errors.Join(describe(op, ctx, cancelled, l.conn, err), l.giveBack(ctx, sp, send))
+	}
+	if try {
+		return l.keepAllOrNone(ctx, op, sp, send, flags)
+	}
+	return true, sp.release(ctx, l.conn)
+}
+
+// keepAllOrNone finishes a try: if any tag was not taken, it unlocks the ones
+// that were, so that a false leaves nothing held.
+func (l *Lock) keepAllOrNone(ctx context.Context, op string, sp savepoint, send []Tag, flags string) (bool, error) {
+	taken, ok := parseFlags(flags, len(send))
+	if !ok {
+		err := fmt.Errorf("alock: %s: unexpected result %q", op, flags)
+		return false, errors.Join(err, l.giveBack(ctx, sp, send))
+	}
+	if !slices.Contains(taken, false) {
+		return true, sp.release(ctx, l.conn)
+	}
+	var got []Tag
+	for i, t := range send {
+		if taken[i] {
+			got = append(got, t)
+		}
+	}
+	return false, errors.Join(l.unlock(ctx, got), sp.release(ctx, l.conn))
+}
+
+// giveBack unlocks whatever of send a failed statement left held, as the
+// server reports it. Send held no Lock's hold before, so a held tag is one
+// the failed statement took. If the session's state cannot be established,
+// giveBack closes it.
+func (l *Lock) giveBack(ctx context.Context, sp savepoint, send []Tag) error {
+	if l.conn.Closed() {
+		return nil // the session, and everything it took, is gone
+	}
+	cctx, cancel := cleanupContext(ctx)
+	defer cancel()
+	if err := sp.rollback(cctx, l.conn); err != nil {
+		return l.abandon(cctx, "give back", err)
+	}
+	held, err := l.held(cctx)
+	if err != nil {
+		return l.abandon(cctx, "give back", err)
+	}
+	var took []Tag
+	for _, t := range send {
+		if held[t] {
+			took = append(took, t)
+		}
+	}
+	return l.unlock(ctx, took)
+}
+
+// held returns the tags this session holds in the Lock's mode, per pg_locks.
+func (l *Lock) held(ctx context.Context) (map[Tag]bool, error) {
+	st := heldStatement(l.mode)
+	var text string
+	_, err := run(ctx, l.conn, func(q context.Context) (err error) {
+		text, err = l.conn.QueryText(q, st.sql, st.args)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return parseHeld(text)
+}
+
+// Release gives back one acquisition; the last one unlocks on the server.
+func (l *Lock) Release(ctx context.Context) error {
+	if l.count == 0 {
+		return fmt.Errorf("alock: release: %w", ErrNotHeld)
+	}
+	if l.count--; len(l.tags) == 0 {
+		return nil
+	}
+	if l.count > 0 {
+		return l.lostErr("release")
+	}
+	freed := dropHolds(l.conn.Key(), l.mode, l.tags)
+	if err := l.lostErr("release"); err != nil {
+		return err
+	}
+	return l.unlock(ctx, freed)
+}
+
+// lostErr returns an error wrapping ErrLost if the session is known gone.
+func (l *Lock) lostErr(op string) error {
+	if l.conn.Closed() {
+		return fmt.Errorf("alock: %s: %w: its session is gone", op, ErrLost)
+	}
+	return nil
+}
+
+// unlock releases tags on the server, each of which this session holds once,
+// bounded by CleanupTimeout whatever ctx does. If the outcome is unknown it
+// closes the session, so the locks end with it.
+func (l *Lock) unlock(ctx context.Context, tags []Tag) error {
+	if len(tags) == 0 {
+		return nil
+	}
+	st := l.unlockAll
+	if len(tags) != len(l.tags) {
+		st = unlockStatement(l.mode, tags)
+	}
+	cctx, cancel := cleanupContext(ctx)
+	defer cancel()
+	var text string
+	_, err := run(cctx, l.conn, func(q context.Context) (err error) {
+		text, err = l.conn.QueryText(q, st.sql, st.args)
+		return err
+	})
+	if err != nil {
+		return l.abandon(cctx, "unlock", err)
+	}
+	released, ok := parseFlags(text, len(tags))
+	if !ok {
+		return l.abandon(cctx, "unlock", fmt.Errorf("unexpected result %q", text))
+	}
+	var notHeld []Tag
+	for i, t := range tags {
+		if !released[i] {
+			notHeld = append(notHeld, t)
+		}
+	}
+	if len(notHeld) > 0 {
+		return fmt.Errorf("alock: unlock: %w: the server did not hold %v", ErrLost, notHeld)
+	}
+	return nil
+}
+
+// abandon closes a session whose lock state is unknown, which ends every
+// lock on it, and says so.
+func (l *Lock) abandon(ctx context.Context, op string, cause error) error {
+	lost := l.conn.Closed()
+	l.conn.Close(ctx)
+	if lost {
+		return fmt.Errorf("alock: %s: %w: session lost: %w", op, ErrLost, cause)
+	}
+	return fmt.Errorf("alock: %s: %w: the session was closed because its lock state was in doubt: %w", op, ErrLost, cause)
+}
+
+// Do runs fn while holding the Lock: Acquire, fn, Release. The Release also
+// runs when fn panics, and the panic goes on. It returns fn's error joined
+// with the Release's.
+func (l *Lock) Do(ctx context.Context, fn func(context.Context) error) (err error) {
+	if err := l.Acquire(ctx); err != nil {
+		return err
+	}
+	released := false
+	defer func() {
+		if !released {
+			_ = l.Release(context.WithoutCancel(ctx))
+		}
+	}()
+	err = fn(ctx)
+	released = true
+	return errors.Join(err, l.Release(context.WithoutCancel(ctx)))
+}

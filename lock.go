@@ -1,0 +1,99 @@
+package alock
+
+import (
+	"context"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/pgalock/alock/internal/core"
+)
+
+// Lock is a set of advisory locks in one mode on one session (a *pgx.Conn),
+// acquired and released together and counted like a re-entrant mutex: the
+// first Acquire takes the locks on the server, later ones only count, and the
+// Release that brings the count back to zero unlocks them.
+//
+// A Lock belongs to one goroutine at a time, as its *pgx.Conn does; several
+// Locks may share a connection as long as one goroutine uses them. Locks on
+// one connection do not block each other (PostgreSQL grants a session the
+// locks it already holds), and releasing one never drops another's hold: the
+// library takes one server-level hold per (session, id, mode) and counts the
+// rest itself.
+//
+// Locks are session-scoped: they survive the end of a transaction and are
+// lost with the session. See the package documentation for the hazards.
+type Lock struct {
+	core *core.Lock
+	mode Mode
+	ids  []ID
+}
+
+// NewExclusive returns an unheld Lock on conn over ids in Exclusive mode.
+// The ids are taken in the order given, any mix of Key, Pair and Name;
+// duplicates are allowed and count once. NewExclusive does not contact the
+// server.
+func NewExclusive(conn *pgx.Conn, ids ...ID) *Lock { return newLock(conn, Exclusive, ids) }
+
+// NewShare returns an unheld Lock on conn over ids in Share mode, as
+// NewExclusive.
+func NewShare(conn *pgx.Conn, ids ...ID) *Lock { return newLock(conn, Share, ids) }
+
+func newLock(conn *pgx.Conn, m Mode, ids []ID) *Lock {
+	return &Lock{core: core.NewLock(pgxConn{conn}, core.Mode(m), tags(ids)), mode: m, ids: slices.Clone(ids)}
+}
+
+// Acquire blocks until every id is held, taking them in order in one round
+// trip. If the Lock is already held it only increments the count. A Lock
+// with no ids counts without contacting the server.
+//
+// If ctx ends first, Acquire asks the server to cancel the wait, never closes
+// the connection, and returns an error for which errors.Is(err, ctx.Err())
+// holds; the connection stays usable and the session's other locks stay
+// held. Whatever ends an acquisition early (cancellation, a deadlock, which
+// returns an error wrapping ErrDeadlock, a lock_timeout or statement_timeout
+// the session set, a lost connection), none of this Lock's ids is left held
+// on the server: a lock granted as the cancel arrived is given back. If that
+// cannot be established within CleanupTimeout the connection is closed,
+// which ends every lock on it.
+//
+// Inside a transaction block Acquire waits under a savepoint, so a failure
+// leaves the transaction usable; this costs two more round trips.
+func (l *Lock) Acquire(ctx context.Context) error { return l.core.Acquire(ctx) }
+
+// TryAcquire takes every id without waiting, or none: if any id is held
+// elsewhere in a conflicting mode it returns false and this Lock holds
+// nothing on the server (ids it took on the way are given back, in a second
+// round trip). If the Lock is already held it increments the count and
+// returns true. Cancellation and failures are handled as for Acquire.
+func (l *Lock) TryAcquire(ctx context.Context) (bool, error) { return l.core.TryAcquire(ctx) }
+
+// Release undoes one Acquire or successful TryAcquire. The Release that
+// brings the count to zero unlocks the ids on the server, in reverse order,
+// in one round trip; the unlock is sent even if ctx is already cancelled and
+// is bounded by CleanupTimeout instead.
+//
+// Release returns an error wrapping ErrNotHeld if the count is already zero,
+// and one wrapping ErrLost if the session is gone or the server reported an
+// id not held; either way the Lock is no longer held. If the outcome of the
+// unlock is unknown (for example inside a failed transaction block, or on a
+// timeout) Release closes the connection, so that nothing stays locked, and
+// returns an error wrapping ErrLost.
+func (l *Lock) Release(ctx context.Context) error { return l.core.Release(ctx) }
+
+// Locked reports whether the Lock is held: its count is above zero and, as
+// far as it knows, its session is alive. A session killed while idle is
+// noticed at its next statement.
+func (l *Lock) Locked() bool { return l.core.Locked() }
+
+// Do acquires the Lock, runs fn and releases the Lock, also when fn panics
+// (the panic then goes on). It returns the Acquire error, or fn's error
+// joined with the Release error. The Release does not use ctx's cancellation.
+func (l *Lock) Do(ctx context.Context, fn func(ctx context.Context) error) error {
+	return l.core.Do(ctx, fn)
+}
+
+// Mode returns the Lock's mode.
+func (l *Lock) Mode() Mode { return l.mode }
+
+// IDs returns a copy of the ids the Lock was made with, duplicates included.
+func (l *Lock) IDs() []ID { return slices.Clone(l.ids) }

@@ -1,0 +1,48 @@
+package alock
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// pgxConn presents a *pgx.Conn to the core Lock.
+type pgxConn struct{ c *pgx.Conn }
+
+func (p pgxConn) Key() any { return p.c }
+
+func (p pgxConn) Exec(ctx context.Context, sql string, args []any) error {
+	_, err := p.c.Exec(ctx, sql, args...)
+	return err
+}
+
+func (p pgxConn) QueryText(ctx context.Context, sql string, args []any) (string, error) {
+	var s *string
+	if err := p.c.QueryRow(ctx, sql, args...).Scan(&s); err != nil || s == nil {
+		return "", err
+	}
+	return *s, nil
+}
+
+func (p pgxConn) Cancel(ctx context.Context) error { return p.c.PgConn().CancelRequest(ctx) }
+
+// Abort sets a past deadline on the socket: the read in progress fails and
+// pgconn closes the connection, as it does after any read error.
+func (p pgxConn) Abort() { _ = p.c.PgConn().Conn().SetDeadline(time.Now()) }
+
+func (p pgxConn) Closed() bool { return p.c.IsClosed() }
+
+func (p pgxConn) Close(ctx context.Context) { _ = p.c.Close(ctx) }
+
+func (p pgxConn) TxStatus() byte { return p.c.PgConn().TxStatus() }
+
+func (p pgxConn) SQLState(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
+}
