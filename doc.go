@@ -1,0 +1,68 @@
+// Package alock provides PostgreSQL advisory locks for Go programs that use
+// pgx v5: lock objects in exclusive or share mode over several ids, counted
+// like a re-entrant mutex, blocking or not, that never lose a session on
+// cancellation and never leak a lock on failure.
+//
+// A [Lock] is made over a *pgx.Conn and a list of ids ([Key], [Pair] or
+// [Name]); [Lock.Acquire] waits for all of them, [Lock.TryAcquire] takes all
+// or none, [Lock.Release] undoes one acquisition, and [Lock.Do] wraps a
+// function in Acquire and Release.
+//
+// # Session scope
+//
+// The locks are session-level (pg_advisory_lock): they belong to the
+// database session of the connection and ignore transactions. A lock taken
+// in a transaction that rolls back stays held; an unlock in a transaction
+// that rolls back still takes effect. They end when the session ends,
+// whatever ends it: Close, an administrator's pg_terminate_backend, a server
+// restart or crash, a failover, a broken network, idle_session_timeout. The
+// program is not told until it next uses the connection: [Lock.Release] then
+// returns an error wrapping [ErrLost] and [Lock.Locked] turns false.
+//
+// # Connections and pools
+//
+// Lock and unlock must run on the same session, so a Lock takes a
+// *pgx.Conn, never a pool. A pooled connection (pgxpool.Conn.Conn) may be
+// used, but it must not go back to the pool while a Lock on it is held: the
+// next borrower would silently share the locks. Transaction-mode poolers
+// such as PgBouncer in pool_mode=transaction move statements between server
+// sessions and break session locks entirely; so does a hot standby, whose
+// locks the primary never sees.
+//
+// # Cancellation
+//
+// By default pgx closes the connection when a query's context is cancelled,
+// which drops every lock of the session. This package never passes the
+// caller's cancellation to pgx: when the context of [Lock.Acquire] ends it
+// sends the server a cancel request, waits for the statement to end and for
+// the request to be taken (so a late cancel cannot hit a later statement),
+// checks pg_locks for ids granted as the cancel arrived and gives them back.
+// Clean-up is bounded by [CleanupTimeout]; a session whose lock state cannot
+// be established within it is closed ("doubt destroys").
+//
+// # Counting and holds
+//
+// The count is kept by the Lock, not the server: only the first acquisition
+// and the last release go to the server. Several Locks on one session share
+// one server-level hold per (id, mode), so they do not block each other and
+// releasing one never drops another's hold. Locks taken on the same
+// connection with raw SQL are invisible to this bookkeeping: do not mix the
+// two for the same ids.
+//
+// # Deadlocks and limits
+//
+// The ids of a Lock are taken in the order given; give ids in one global
+// order to avoid deadlocks between Locks. When the server detects a deadlock
+// the victim's Acquire returns an error wrapping [ErrDeadlock] and its other
+// holds remain. Every held id uses an entry of the cluster-wide shared lock
+// table (max_locks_per_transaction × max_connections); when it is full no
+// session can lock anything. A Lock has at most [MaxIDs] distinct ids.
+//
+// # Name ids
+//
+// [Name] hashes a string to a key exactly as PostgreSQL's
+// hashtextextended(name, 0) does in a UTF-8 database, so that
+// pg_advisory_lock(hashtextextended('jobs', 0)) in SQL and Name("jobs") in
+// Go take the same lock. The algorithm and test vectors for other languages
+// are documented with [NameKey].
+package alock

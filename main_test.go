@@ -1,0 +1,117 @@
+package alock_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/pgalock/alock"
+	"github.com/pgalock/alock/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// session is one test connection with the database it belongs to.
+type session struct {
+	*pgx.Conn
+	dsn string
+}
+
+// newSessions returns n connections to one fresh database.
+func newSessions(t *testing.T, n int) []session {
+	t.Helper()
+	dsn := pgtest.NewDatabase(t)
+	out := make([]session, n)
+	for i := range out {
+		out[i] = session{pgtest.Connect(t, dsn), dsn}
+	}
+	return out
+}
+
+// hold renders a granted server hold as "Key(1)/exclusive".
+func hold(id alock.ID, m alock.Mode) string { return id.String() + "/" + m.String() }
+
+// serverHolds returns the server's view of what s holds (granted rows of
+// pg_locks for its backend), rendered like hold, with waiting rows marked
+// "(waiting)".
+func serverHolds(t *testing.T, s session) []string {
+	t.Helper()
+	var out []string
+	for _, l := range pgtest.AdvisoryLocks(t, s.dsn, s.PgConn().PID()) {
+		var id alock.ID
+		if l.ObjSubID == 2 {
+			id = alock.Pair(int32(l.ClassID), int32(l.ObjID))
+		} else {
+			id = alock.Key(int64(uint64(l.ClassID)<<32 | uint64(l.ObjID)))
+		}
+		m := alock.Exclusive
+		if l.Mode == "ShareLock" {
+			m = alock.Share
+		}
+		h := hold(id, m)
+		if !l.Granted {
+			h += "(waiting)"
+		}
+		out = append(out, h)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// expectHolds fails the test unless the server shows exactly want for s.
+func expectHolds(t *testing.T, s session, want ...string) {
+	t.Helper()
+	got := serverHolds(t, s)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		pgtest.Fatalf(t, "pg_locks for pid %d: got %v, want %v", s.PgConn().PID(), got, want)
+	}
+}
+
+// waitHolds waits until the server shows exactly want for s.
+func waitHolds(t *testing.T, s session, want ...string) {
+	t.Helper()
+	slices.Sort(want)
+	pgtest.WaitFor(t, fmt.Sprintf("pg_locks for pid %d to be %v", s.PgConn().PID(), want), func() bool {
+		return slices.Equal(serverHolds(t, s), want)
+	})
+}
+
+// expectUsable fails the test unless s is open and runs a statement.
+func expectUsable(t *testing.T, s session) {
+	t.Helper()
+	if s.IsClosed() {
+		pgtest.Fatalf(t, "connection closed")
+	}
+	var one int
+	if err := s.QueryRow(context.Background(), "SELECT 1").Scan(&one); err != nil {
+		pgtest.Fatalf(t, "connection not usable: %v", err)
+	}
+}
+
+// mustAcquire acquires l or fails the test.
+func mustAcquire(t *testing.T, l *alock.Lock) {
+	t.Helper()
+	if err := l.Acquire(context.Background()); err != nil {
+		pgtest.Fatalf(t, "Acquire %v: %v", l.IDs(), err)
+	}
+}
+
+// mustRelease releases l or fails the test.
+func mustRelease(t *testing.T, l *alock.Lock) {
+	t.Helper()
+	if err := l.Release(context.Background()); err != nil {
+		pgtest.Fatalf(t, "Release %v: %v", l.IDs(), err)
+	}
+}
+
+// exec runs sql on s or fails the test.
+func exec(t *testing.T, s session, sql string, args ...any) {
+	t.Helper()
+	if _, err := s.Exec(context.Background(), sql, args...); err != nil {
+		pgtest.Fatalf(t, "%s: %v", strings.Fields(sql)[0], err)
+	}
+}
