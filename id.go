@@ -35,12 +35,6 @@ func Name(name string) ID {
 	return ID{tag: core.KeyTag(NameKey(name)), name: name}
 }
 
-// NameKey returns hashtextextended(name, 0) as PostgreSQL computes it for the
-// UTF-8 bytes of name: the key that Name locks. The algorithm is documented
-// on hashTextExtended in namehash.go, with test vectors, so that programs in
-// other languages can take the same locks.
-func NameKey(name string) int64 { return hashTextExtended(name, 0) }
-
 // String returns the ID as Go source that makes it: Key(42), Pair(1, 2) or
 // Name("jobs").
 func (id ID) String() string {
