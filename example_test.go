@@ -1,0 +1,114 @@
+package alock_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/pgalock/alock"
+)
+
+// connect opens a connection to the database named by DATABASE_URL.
+func connect(ctx context.Context) *pgx.Conn {
+	conn, err := pgx.Connect(ctx, os.Getenv("DATABASE_URL"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	return conn
+}
+
+// Only one worker at a time runs the nightly report, whichever process or
+// machine it runs on.
+func Example() {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, os.Getenv("DATABASE_URL"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close(ctx)
+
+	report := alock.NewExclusive(conn, alock.Name("nightly-report"))
+	err = report.Do(ctx, func(ctx context.Context) error {
+		fmt.Println("running the report; no other worker can")
+		return nil
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	// Output: running the report; no other worker can
+}
+
+// TryAcquire takes every id or none, without waiting.
+func ExampleLock_TryAcquire() {
+	ctx := context.Background()
+	a, b := connect(ctx), connect(ctx)
+	defer a.Close(ctx)
+	defer b.Close(ctx)
+
+	held := alock.NewExclusive(a, alock.Key(2))
+	if err := held.Acquire(ctx); err != nil {
+		log.Fatal(err)
+	}
+	defer held.Release(ctx)
+
+	batch := alock.NewExclusive(b, alock.Key(1), alock.Key(2), alock.Key(3))
+	ok, err := batch.TryAcquire(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("got the batch:", ok, "- holding any of it:", batch.Locked())
+	// Output: got the batch: false - holding any of it: false
+}
+
+// A wait that times out leaves the connection open and its other locks held.
+func ExampleLock_Acquire_timeout() {
+	ctx := context.Background()
+	a, b := connect(ctx), connect(ctx)
+	defer a.Close(ctx)
+	defer b.Close(ctx)
+
+	other := alock.NewExclusive(b, alock.Key(20))
+	if err := other.Acquire(ctx); err != nil {
+		log.Fatal(err)
+	}
+	defer other.Release(ctx)
+
+	mine := alock.NewExclusive(a, alock.Key(10))
+	if err := mine.Acquire(ctx); err != nil {
+		log.Fatal(err)
+	}
+	defer mine.Release(ctx)
+
+	wait, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	err := alock.NewExclusive(a, alock.Key(20)).Acquire(wait)
+	fmt.Println("timed out:", errors.Is(err, context.DeadlineExceeded))
+	fmt.Println("connection open:", !a.IsClosed(), "- still holding Key(10):", mine.Locked())
+	// Output:
+	// timed out: true
+	// connection open: true - still holding Key(10): true
+}
+
+// Share holds coexist; an exclusive hold waits for all of them.
+func ExampleNewShare() {
+	ctx := context.Background()
+	a, b, c := connect(ctx), connect(ctx), connect(ctx)
+	defer a.Close(ctx)
+	defer b.Close(ctx)
+	defer c.Close(ctx)
+
+	for _, conn := range []*pgx.Conn{a, b} {
+		reader := alock.NewShare(conn, alock.Key(42))
+		if err := reader.Acquire(ctx); err != nil {
+			log.Fatal(err)
+		}
+		defer reader.Release(ctx)
+	}
+	ok, err := alock.NewExclusive(c, alock.Key(42)).TryAcquire(ctx)
+	fmt.Println("writer got it beside two readers:", ok, err)
+	// Output: writer got it beside two readers: false <nil>
+}
