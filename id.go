@@ -54,6 +54,20 @@ func (id ID) LockTag() (classID, objID uint32, objSubID uint16) {
 	return id.tag.ClassID, id.tag.ObjID, id.tag.ObjSubID
 }
 
+// FromLockTag returns the ID that pg_locks shows as classid, objid and
+// objsubid in a row with locktype = 'advisory': a Key for objsubid 1, a Pair
+// for objsubid 2. ok is false for any other objsubid. A Name comes back as
+// its Key.
+func FromLockTag(classID, objID uint32, objSubID uint16) (id ID, ok bool) {
+	switch objSubID {
+	case 1:
+		return Key(int64(uint64(classID)<<32 | uint64(objID))), true
+	case 2:
+		return Pair(int32(classID), int32(objID)), true
+	}
+	return ID{}, false
+}
+
 // tags returns the core tags of ids.
 func tags(ids []ID) []core.Tag {
 	out := make([]core.Tag, len(ids))

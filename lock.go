@@ -3,6 +3,7 @@ package alock
 import (
 	"context"
 	"slices"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgalock/alock/internal/core"
@@ -39,7 +40,17 @@ func NewExclusive(conn *pgx.Conn, ids ...ID) *Lock { return newLock(conn, Exclus
 func NewShare(conn *pgx.Conn, ids ...ID) *Lock { return newLock(conn, Share, ids) }
 
 func newLock(conn *pgx.Conn, m Mode, ids []ID) *Lock {
-	return &Lock{core: core.NewLock(pgxConn{conn}, core.Mode(m), tags(ids)), mode: m, ids: slices.Clone(ids)}
+	label := describeLock(m, ids)
+	return &Lock{core: core.NewLock(pgxConn{conn}, label, core.Mode(m), tags(ids)), mode: m, ids: slices.Clone(ids)}
+}
+
+// describeLock names a lock in messages: exclusive [Key(1) Name("jobs")].
+func describeLock(m Mode, ids []ID) string {
+	names := make([]string, len(ids))
+	for i, id := range ids {
+		names[i] = id.String()
+	}
+	return m.String() + " [" + strings.Join(names, " ") + "]"
 }
 
 // Acquire blocks until every id is held, taking them in order in one round
@@ -94,6 +105,10 @@ func (l *Lock) Do(ctx context.Context, fn func(ctx context.Context) error) error
 
 // Mode returns the Lock's mode.
 func (l *Lock) Mode() Mode { return l.mode }
+
+// String describes the Lock by mode and ids, as error messages do:
+// exclusive [Key(1) Name("jobs")].
+func (l *Lock) String() string { return describeLock(l.mode, l.ids) }
 
 // IDs returns a copy of the ids the Lock was made with, duplicates included.
 func (l *Lock) IDs() []ID { return slices.Clone(l.ids) }

@@ -41,11 +41,9 @@ func serverHolds(t *testing.T, s session) []string {
 	t.Helper()
 	var out []string
 	for _, l := range pgtest.AdvisoryLocks(t, s.dsn, s.PgConn().PID()) {
-		var id alock.ID
-		if l.ObjSubID == 2 {
-			id = alock.Pair(int32(l.ClassID), int32(l.ObjID))
-		} else {
-			id = alock.Key(int64(uint64(l.ClassID)<<32 | uint64(l.ObjID)))
+		id, ok := alock.FromLockTag(l.ClassID, l.ObjID, l.ObjSubID)
+		if !ok {
+			t.Fatalf("unexpected objsubid in %+v", l)
 		}
 		m := alock.Exclusive
 		if l.Mode == "ShareLock" {

@@ -58,12 +58,10 @@ func (d *demo) pgLocks(ctx context.Context) ([]lockRow, error) {
 }
 
 // lockID renders pg_locks' classid, objid and objsubid back as the alock ID
-// that takes that lock: Pair for objsubid 2, Key otherwise.
+// that takes that lock.
 func lockID(classID, objID uint32, objSubID int16) alock.ID {
-	if objSubID == 2 {
-		return alock.Pair(int32(classID), int32(objID))
-	}
-	return alock.Key(int64(uint64(classID)<<32 | uint64(objID)))
+	id, _ := alock.FromLockTag(classID, objID, uint16(objSubID))
+	return id
 }
 
 // compareRows orders rows by lock tag, granted first, then session label.

@@ -14,6 +14,10 @@ var (
 	ErrTooManyIDs = fmt.Errorf("alock: more than %d ids in one lock", MaxIDs)
 )
 
+// errGrantedLate stands for the success of a lock statement that the
+// caller's cancellation overtook: the lock is given back.
+var errGrantedLate = errors.New("granted as the cancel arrived, and given back")
+
 // MaxIDs is the most distinct ids one Lock may hold. Every id is an entry in
 // the server's shared lock table, which holds about
 // max_locks_per_transaction × max_connections entries for the whole cluster
@@ -33,7 +37,10 @@ const (
 // and matches the right sentinel or context error with errors.Is.
 func describe(op string, ctx context.Context, cancelled bool, c Conn, err error) error {
 	if cancelled && ctx.Err() != nil {
-		return fmt.Errorf("alock: %s: %w (server: %w)", op, context.Cause(ctx), err)
+		if errors.Is(err, errGrantedLate) || c.SQLState(err) == stateCanceled {
+			return fmt.Errorf("alock: %s: %w", op, context.Cause(ctx))
+		}
+		return fmt.Errorf("alock: %s: %w (and: %w)", op, context.Cause(ctx), err)
 	}
 	switch c.SQLState(err) {
 	case stateDeadlock:

@@ -54,9 +54,13 @@ func addHolds(session any, m Mode, tags []Tag) {
 func dropHolds(session any, m Mode, tags []Tag) []Tag {
 	holds.Lock()
 	defer holds.Unlock()
-	counts := holds.m[session]
+	counts := holds.m[session] // nil after forgetSession
 	var freed []Tag
 	for _, t := range tags {
+		if counts == nil {
+			freed = append(freed, t)
+			continue
+		}
 		k := holdKey{t, m}
 		if counts[k]--; counts[k] <= 0 {
 			delete(counts, k)
@@ -67,4 +71,12 @@ func dropHolds(session any, m Mode, tags []Tag) []Tag {
 		delete(holds.m, session)
 	}
 	return freed
+}
+
+// forgetSession drops every hold of a session that has ended: they ended
+// with it. Locks that still count a hold on it find nothing to unlock.
+func forgetSession(session any) {
+	holds.Lock()
+	defer holds.Unlock()
+	delete(holds.m, session)
 }

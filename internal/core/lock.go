@@ -12,6 +12,7 @@ import (
 // documented on alock.Lock.
 type Lock struct {
 	conn  Conn
+	label string // names the Lock in errors
 	mode  Mode
 	tags  []Tag // distinct, in the order given
 	count int
@@ -21,8 +22,8 @@ type Lock struct {
 }
 
 // NewLock returns an unheld Lock on c over tags (duplicates are dropped, the
-// order is kept).
-func NewLock(c Conn, m Mode, tags []Tag) *Lock {
+// order is kept); label names it in error messages.
+func NewLock(c Conn, label string, m Mode, tags []Tag) *Lock {
 	distinct := make([]Tag, 0, len(tags))
 	for _, t := range tags {
 		if !slices.Contains(distinct, t) {
@@ -30,7 +31,7 @@ func NewLock(c Conn, m Mode, tags []Tag) *Lock {
 		}
 	}
 	return &Lock{
-		conn: c, mode: m, tags: distinct,
+		conn: c, label: label, mode: m, tags: distinct,
 		lockAll:   lockStatement(m, distinct),
 		tryAll:    tryStatement(m, distinct),
 		unlockAll: unlockStatement(m, distinct),
@@ -42,19 +43,19 @@ func (l *Lock) Locked() bool { return l.count > 0 && !l.conn.Closed() }
 
 // Acquire waits until every tag is held.
 func (l *Lock) Acquire(ctx context.Context) error {
-	_, err := l.acquire(ctx, "acquire", false)
+	_, err := l.acquire(ctx, "acquire "+l.label, false)
 	return err
 }
 
 // TryAcquire takes every tag or none, without waiting.
 func (l *Lock) TryAcquire(ctx context.Context) (bool, error) {
-	return l.acquire(ctx, "try acquire", true)
+	return l.acquire(ctx, "try acquire "+l.label, true)
 }
 
 func (l *Lock) acquire(ctx context.Context, op string, try bool) (bool, error) {
 	if l.count > 0 {
-		if l.conn.Closed() {
-			return false, fmt.Errorf("alock: %s: %w: its session is gone", op, ErrLost)
+		if err := l.lostErr(op); err != nil {
+			return false, err
 		}
 		l.count++
 		return true, nil
@@ -94,7 +95,7 @@ func (l *Lock) take(ctx context.Context, op string, try bool, send []Tag) (bool,
 		return false, describe(op, ctx, false, l.conn, err)
 	}
 	var flags string
-	cancelled, err := run(ctx, l.conn, func(q context.Context) (err error) {
+	cancelled, err := run(ctx, l.conn, interrupt, func(q context.Context) (err error) {
 		if try {
 			flags, err = l.conn.QueryText(q, st.sql, st.args)
 			return err
@@ -103,7 +104,7 @@ func (l *Lock) take(ctx context.Context, op string, try bool, send []Tag) (bool,
 	})
 	if err != nil || cancelled {
 		if err == nil {
-			err = errors.New("the lock was granted as the cancel arrived, and given back")
+			err = errGrantedLate
 		}
 		return false, errors.Join(describe(op, ctx, cancelled, l.conn, err), l.giveBack(ctx, sp, send))
 	}
@@ -156,14 +157,14 @@ func (l *Lock) giveBack(ctx context.Context, sp savepoint, send []Tag) error {
 			took = append(took, t)
 		}
 	}
-	return l.unlock(ctx, took)
+	return l.unlock(cctx, took)
 }
 
 // held returns the tags this session holds in the Lock's mode, per pg_locks.
 func (l *Lock) held(ctx context.Context) (map[Tag]bool, error) {
 	st := heldStatement(l.mode)
 	var text string
-	_, err := run(ctx, l.conn, func(q context.Context) (err error) {
+	_, err := run(ctx, l.conn, finish, func(q context.Context) (err error) {
 		text, err = l.conn.QueryText(q, st.sql, st.args)
 		return err
 	})
@@ -175,33 +176,37 @@ func (l *Lock) held(ctx context.Context) (map[Tag]bool, error) {
 
 // Release gives back one acquisition; the last one unlocks on the server.
 func (l *Lock) Release(ctx context.Context) error {
+	op := "release " + l.label
 	if l.count == 0 {
-		return fmt.Errorf("alock: release: %w", ErrNotHeld)
+		return fmt.Errorf("alock: %s: %w", op, ErrNotHeld)
 	}
 	if l.count--; len(l.tags) == 0 {
 		return nil
 	}
 	if l.count > 0 {
-		return l.lostErr("release")
+		return l.lostErr(op)
 	}
 	freed := dropHolds(l.conn.Key(), l.mode, l.tags)
-	if err := l.lostErr("release"); err != nil {
+	if err := l.lostErr(op); err != nil {
 		return err
 	}
 	return l.unlock(ctx, freed)
 }
 
-// lostErr returns an error wrapping ErrLost if the session is known gone.
+// lostErr returns an error wrapping ErrLost if the session is known gone,
+// and then forgets the session's holds: they are gone with it.
 func (l *Lock) lostErr(op string) error {
-	if l.conn.Closed() {
-		return fmt.Errorf("alock: %s: %w: its session is gone", op, ErrLost)
+	if !l.conn.Closed() {
+		return nil
 	}
-	return nil
+	forgetSession(l.conn.Key())
+	return fmt.Errorf("alock: %s: %w: its session is gone", op, ErrLost)
 }
 
-// unlock releases tags on the server, each of which this session holds once,
-// bounded by CleanupTimeout whatever ctx does. If the outcome is unknown it
-// closes the session, so the locks end with it.
+// unlock releases tags on the server, each of which this session holds once.
+// The end of ctx never interrupts it: once ctx has ended it is bounded by
+// CleanupTimeout. If the outcome is unknown it closes the session, so the
+// locks end with it.
 func (l *Lock) unlock(ctx context.Context, tags []Tag) error {
 	if len(tags) == 0 {
 		return nil
@@ -210,19 +215,17 @@ func (l *Lock) unlock(ctx context.Context, tags []Tag) error {
 	if len(tags) != len(l.tags) {
 		st = unlockStatement(l.mode, tags)
 	}
-	cctx, cancel := cleanupContext(ctx)
-	defer cancel()
 	var text string
-	_, err := run(cctx, l.conn, func(q context.Context) (err error) {
+	_, err := run(ctx, l.conn, finish, func(q context.Context) (err error) {
 		text, err = l.conn.QueryText(q, st.sql, st.args)
 		return err
 	})
 	if err != nil {
-		return l.abandon(cctx, "unlock", err)
+		return l.abandon(ctx, "unlock", err)
 	}
 	released, ok := parseFlags(text, len(tags))
 	if !ok {
-		return l.abandon(cctx, "unlock", fmt.Errorf("unexpected result %q", text))
+		return l.abandon(ctx, "unlock", fmt.Errorf("unexpected result %q", text))
 	}
 	var notHeld []Tag
 	for i, t := range tags {
@@ -231,7 +234,7 @@ func (l *Lock) unlock(ctx context.Context, tags []Tag) error {
 		}
 	}
 	if len(notHeld) > 0 {
-		return fmt.Errorf("alock: unlock: %w: the server did not hold %v", ErrLost, notHeld)
+		return fmt.Errorf("alock: unlock %s: %w: the server did not hold %v", l.label, ErrLost, notHeld)
 	}
 	return nil
 }
@@ -241,6 +244,8 @@ func (l *Lock) unlock(ctx context.Context, tags []Tag) error {
 func (l *Lock) abandon(ctx context.Context, op string, cause error) error {
 	lost := l.conn.Closed()
 	l.conn.Close(ctx)
+	forgetSession(l.conn.Key())
+	op += " " + l.label
 	if lost {
 		return fmt.Errorf("alock: %s: %w: session lost: %w", op, ErrLost, cause)
 	}

@@ -11,17 +11,27 @@ import (
 // cannot be brought back to a known state within it is closed.
 const CleanupTimeout = 5 * time.Second
 
-// run executes stmt on c so that cancelling ctx never closes the session.
+// How run reacts when ctx ends while the statement runs.
+const (
+	interrupt = true  // cancel the statement (a lock wait)
+	finish    = false // let it finish within CleanupTimeout (clean-up work)
+)
+
+// run executes stmt on c so that the end of ctx never makes the driver close
+// the session.
 //
 // stmt gets a context that is never cancelled (drivers close the connection
-// on cancellation). When ctx ends first, run sends the server a cancel
-// request and waits until both the statement has ended and the server has
-// taken the request: a cancel that lands late then finds the session idle,
-// where PostgreSQL ignores it, and cannot hit a later statement. If the
-// request cannot be delivered, or the statement outlives it by
-// CleanupTimeout, run aborts the session. cancelled reports whether a cancel
-// was sent; the statement may still have succeeded (it raced the cancel).
-func run(ctx context.Context, c Conn, stmt func(context.Context) error) (cancelled bool, err error) {
+// on cancellation). When ctx ends first and cancel is interrupt, run sends
+// the server a cancel request and waits until both the statement has ended
+// and the server has taken the request: a cancel that lands late then finds
+// the session idle, where PostgreSQL ignores it, and cannot hit a later
+// statement. If the request cannot be delivered, or the statement runs on
+// for CleanupTimeout after ctx ended, run aborts the session. cancelled
+// reports whether a cancel was sent; the statement may still have succeeded
+// (it raced the cancel).
+//
+// A ctx that can never end costs nothing: no goroutine, timer or channel.
+func run(ctx context.Context, c Conn, cancel bool, stmt func(context.Context) error) (cancelled bool, err error) {
 	quiet := context.WithoutCancel(ctx)
 	if ctx.Done() == nil {
 		return false, stmt(quiet)
@@ -30,9 +40,9 @@ func run(ctx context.Context, c Conn, stmt func(context.Context) error) (cancell
 	watched := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
 		defer close(watched)
-		bound, cancel := context.WithTimeout(quiet, CleanupTimeout)
-		defer cancel()
-		if c.Cancel(bound) != nil {
+		bound, stopBound := context.WithTimeout(quiet, CleanupTimeout)
+		defer stopBound()
+		if cancel && c.Cancel(bound) != nil {
 			c.Abort()
 			return
 		}
@@ -48,11 +58,11 @@ func run(ctx context.Context, c Conn, stmt func(context.Context) error) (cancell
 		return false, err
 	}
 	<-watched
-	return true, err
+	return cancel, err
 }
 
-// cleanupContext is the context for clean-up work after ctx has ended or
-// failed: ctx's values, no cancellation, CleanupTimeout.
+// cleanupContext is the context for clean-up after a failure: ctx's values,
+// no cancellation, CleanupTimeout.
 func cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), CleanupTimeout)
 }

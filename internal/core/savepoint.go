@@ -18,7 +18,7 @@ const savepointName = "alock_acquire"
 func beginSavepoint(ctx context.Context, c Conn) (savepoint, error) {
 	switch c.TxStatus() {
 	case 'T':
-		_, err := run(ctx, c, func(q context.Context) error {
+		_, err := run(ctx, c, interrupt, func(q context.Context) error {
 			return c.Exec(q, "SAVEPOINT "+savepointName, nil)
 		})
 		return savepoint{active: err == nil}, err
@@ -43,8 +43,6 @@ func (sp savepoint) exec(ctx context.Context, c Conn, sql string) error {
 	if !sp.active {
 		return nil
 	}
-	cctx, cancel := cleanupContext(ctx)
-	defer cancel()
-	_, err := run(cctx, c, func(q context.Context) error { return c.Exec(q, sql, nil) })
+	_, err := run(ctx, c, finish, func(q context.Context) error { return c.Exec(q, sql, nil) })
 	return err
 }
