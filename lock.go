@@ -3,6 +3,7 @@ package alock
 import (
 	"context"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -45,10 +46,15 @@ func newLock(conn *pgx.Conn, m Mode, ids []ID) *Lock {
 }
 
 // describeLock names a lock in messages: exclusive [Key(1) Name("jobs")].
+// Past four ids it shows the first three and the count.
 func describeLock(m Mode, ids []ID) string {
-	names := make([]string, len(ids))
+	var names []string
 	for i, id := range ids {
-		names[i] = id.String()
+		if i == 3 && len(ids) > 4 {
+			names = append(names, "… ("+strconv.Itoa(len(ids))+" ids)")
+			break
+		}
+		names = append(names, id.String())
 	}
 	return m.String() + " [" + strings.Join(names, " ") + "]"
 }

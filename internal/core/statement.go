@@ -69,10 +69,13 @@ func heldStatement(m Mode) statement {
 	return statement{sql: heldSQL, args: []any{m.pgLocksMode()}}
 }
 
+// A backend only holds advisory locks in the database it is connected to, so
+// the pid alone selects them. The query must not touch pg_database: a shared
+// catalog cannot use a fast-path lock, and when the lock table is full
+// (53200) it would fail exactly when it is needed.
 const heldSQL = `SELECT string_agg(classid::text || ':' || objid::text || ':' || objsubid::text, ',')
 FROM pg_catalog.pg_locks
-WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted AND mode = $1
-  AND database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())`
+WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted AND mode = $1`
 
 // parseFlags turns the '1'/'0' text of tryStatement or unlockStatement into
 // one boolean per tag; ok is false if the text does not have one flag per tag.
