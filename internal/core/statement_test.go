@@ -1,0 +1,67 @@
+package core
+
+import (
+	"slices"
+	"testing"
+)
+
+func TestStatementsTakeTagsInOrder(t *testing.T) {
+	tags := []Tag{KeyTag(-1), PairTag(1, -2), KeyTag(1<<32 | 7)}
+	for _, tc := range []struct {
+		st   statement
+		want string
+	}{
+		{lockStatement(Exclusive, tags), "SELECT pg_advisory_lock($1), pg_advisory_lock($2, $3), pg_advisory_lock($4)"},
+		{tryStatement(Share, tags), "SELECT concat(pg_try_advisory_lock_shared($1)::int, pg_try_advisory_lock_shared($2, $3)::int, pg_try_advisory_lock_shared($4)::int)"},
+		{unlockStatement(Exclusive, tags), "SELECT reverse(concat(pg_advisory_unlock($1)::int, pg_advisory_unlock($2, $3)::int, pg_advisory_unlock($4)::int))"},
+	} {
+		if tc.st.sql != tc.want {
+			t.Errorf("got  %s\nwant %s", tc.st.sql, tc.want)
+		}
+	}
+	if got, want := lockStatement(Exclusive, tags).args, []any{int64(-1), int32(1), int32(-2), int64(1<<32 | 7)}; !slices.Equal(got, want) {
+		t.Errorf("lock args %v, want %v", got, want)
+	}
+	// The unlock runs in reverse order; its result is reversed back.
+	if got, want := unlockStatement(Exclusive, tags).args, []any{int64(1<<32 | 7), int32(1), int32(-2), int64(-1)}; !slices.Equal(got, want) {
+		t.Errorf("unlock args %v, want %v", got, want)
+	}
+}
+
+func TestTagEncodingMatchesPgLocks(t *testing.T) {
+	for _, tc := range []struct {
+		tag  Tag
+		want string
+	}{
+		{KeyTag(0), "0:0:1"},
+		{KeyTag(-1), "4294967295:4294967295:1"},
+		{KeyTag(1<<32 | 2), "1:2:1"},
+		{PairTag(1, 2), "1:2:2"},
+		{PairTag(-1, -7), "4294967295:4294967289:2"},
+	} {
+		if got := tc.tag.String(); got != tc.want {
+			t.Errorf("%+v: got %s, want %s", tc.tag, got, tc.want)
+		}
+	}
+}
+
+func TestParseResults(t *testing.T) {
+	if flags, ok := parseFlags("101", 3); !ok || !slices.Equal(flags, []bool{true, false, true}) {
+		t.Errorf("parseFlags: %v %v", flags, ok)
+	}
+	for _, bad := range []string{"10", "1x1", ""} {
+		if _, ok := parseFlags(bad, 3); ok {
+			t.Errorf("parseFlags(%q, 3) accepted", bad)
+		}
+	}
+	held, err := parseHeld("0:5:1,4294967295:4294967289:2")
+	if err != nil || len(held) != 2 || !held[KeyTag(5)] || !held[PairTag(-1, -7)] {
+		t.Errorf("parseHeld: %v %v", held, err)
+	}
+	if _, err := parseHeld("1:2"); err == nil {
+		t.Error("parseHeld accepted a malformed entry")
+	}
+	if held, err := parseHeld(""); err != nil || len(held) != 0 {
+		t.Errorf("parseHeld of nothing: %v %v", held, err)
+	}
+}
