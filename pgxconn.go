@@ -3,7 +3,6 @@ package alock
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -27,11 +26,9 @@ func (p pgxConn) QueryText(ctx context.Context, sql string, args []any) (string,
 	return *s, nil
 }
 
-func (p pgxConn) Cancel(ctx context.Context) error { return p.c.PgConn().CancelRequest(ctx) }
+func (p pgxConn) CanCancel() bool { return true }
 
-// Abort sets a past deadline on the socket: the read in progress fails and
-// pgconn closes the connection, as it does after any read error.
-func (p pgxConn) Abort() { _ = p.c.PgConn().Conn().SetDeadline(time.Now()) }
+func (p pgxConn) Cancel(ctx context.Context) error { return p.c.PgConn().CancelRequest(ctx) }
 
 func (p pgxConn) Closed() bool { return p.c.IsClosed() }
 

@@ -9,18 +9,18 @@ type Conn interface {
 	// Key identifies the session: two Conns with equal keys are the same
 	// session and share their server-side holds (for pgx, the *pgx.Conn).
 	Key() any
-	// Exec runs a statement and discards its result. ctx is never cancelled:
-	// cancellation is Lock's job (see run).
+	// Exec runs a statement and discards its result. ctx is only cancelled to
+	// abort the session (see run): the driver may then close the connection.
 	Exec(ctx context.Context, sql string, args []any) error
 	// QueryText runs a statement that returns one row with one text column and
 	// returns it ("" for NULL).
 	QueryText(ctx context.Context, sql string, args []any) (string, error)
+	// CanCancel reports whether Cancel can interrupt a statement. Without it,
+	// waits run in slices of the server's lock_timeout (see takeInSlices).
+	CanCancel() bool
 	// Cancel sends a cancel request for the statement in progress and returns
 	// once the server has received it. Called from another goroutine.
 	Cancel(ctx context.Context) error
-	// Abort makes the statement in progress fail at once and the session end.
-	// Called from another goroutine.
-	Abort()
 	// Closed reports whether the session is known to be gone or aborted.
 	Closed() bool
 	// Close ends the session; used when its lock state is in doubt.

@@ -20,36 +20,45 @@ const (
 // run executes stmt on c so that the end of ctx never makes the driver close
 // the session.
 //
-// stmt gets a context that is never cancelled (drivers close the connection
-// on cancellation). When ctx ends first and cancel is interrupt, run sends
-// the server a cancel request and waits until both the statement has ended
-// and the server has taken the request: a cancel that lands late then finds
-// the session idle, where PostgreSQL ignores it, and cannot hit a later
-// statement. If the request cannot be delivered, or the statement runs on
-// for CleanupTimeout after ctx ended, run aborts the session. cancelled
-// reports whether a cancel was sent; the statement may still have succeeded
-// (it raced the cancel).
+// stmt gets a context that ctx's end does not cancel (drivers close the
+// connection on cancellation). When ctx ends first and cancel is interrupt,
+// run sends the server a cancel request and waits until both the statement
+// has ended and the server has taken the request: a cancel that lands late
+// then finds the session idle, where PostgreSQL ignores it, and cannot hit a
+// later statement. If the request cannot be delivered, or the statement runs
+// on for CleanupTimeout after ctx ended, run aborts: it cancels stmt's
+// context, which makes the driver close the connection, and closes the
+// session. A Conn that cannot send cancel requests lets the statement run
+// on within that bound. cancelled reports whether a cancel was sent; the
+// statement may still have succeeded (it raced the cancel).
 //
 // A ctx that can never end costs nothing: no goroutine, timer or channel.
 func run(ctx context.Context, c Conn, cancel bool, stmt func(context.Context) error) (cancelled bool, err error) {
-	quiet := context.WithoutCancel(ctx)
 	if ctx.Done() == nil {
-		return false, stmt(quiet)
+		return false, stmt(ctx)
 	}
+	quiet, abort := context.WithCancel(context.WithoutCancel(ctx))
+	defer abort()
+	var aborted bool
 	ended := make(chan struct{})
 	watched := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
 		defer close(watched)
 		bound, stopBound := context.WithTimeout(quiet, CleanupTimeout)
 		defer stopBound()
-		if cancel && c.Cancel(bound) != nil {
-			c.Abort()
-			return
+		if cancel && c.CanCancel() {
+			cancelled = true
+			if c.Cancel(bound) != nil {
+				aborted = true
+				abort()
+				return
+			}
 		}
 		select {
 		case <-ended:
 		case <-bound.Done():
-			c.Abort()
+			aborted = true
+			abort()
 		}
 	})
 	err = stmt(quiet)
@@ -58,7 +67,10 @@ func run(ctx context.Context, c Conn, cancel bool, stmt func(context.Context) er
 		return false, err
 	}
 	<-watched
-	return cancel, err
+	if aborted {
+		c.Close(context.WithoutCancel(ctx))
+	}
+	return cancelled, err
 }
 
 // cleanupContext is the context for clean-up after a failure: ctx's values,
