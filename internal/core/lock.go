@@ -24,12 +24,7 @@ type Lock struct {
 // NewLock returns an unheld Lock on c over tags (duplicates are dropped, the
 // order is kept); label names it in error messages.
 func NewLock(c Conn, label string, m Mode, tags []Tag) *Lock {
-	distinct := make([]Tag, 0, len(tags))
-	for _, t := range tags {
-		if !slices.Contains(distinct, t) {
-			distinct = append(distinct, t)
-		}
-	}
+	distinct := distinct(tags)
 	return &Lock{
 		conn: c, label: label, mode: m, tags: distinct,
 		lockAll:   lockStatement(m, distinct),
@@ -93,6 +88,9 @@ func (l *Lock) take(ctx context.Context, op string, try bool, send []Tag) (bool,
 	sp, err := beginSavepoint(ctx, l.conn)
 	if err != nil {
 		return false, describe(op, ctx, false, l.conn, err)
+	}
+	if !try && ctx.Done() != nil && !l.conn.CanCancel() {
+		return l.takeInSlices(ctx, op, sp, send)
 	}
 	var flags string
 	cancelled, err := run(ctx, l.conn, interrupt, func(q context.Context) (err error) {

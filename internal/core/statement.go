@@ -3,8 +3,10 @@ package core
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // A statement is one SQL text with its arguments.
@@ -20,7 +22,16 @@ type statement struct {
 // PostgreSQL evaluates a target list left to right, so the locks are taken in
 // the order given, and a failure part-way leaves the earlier ones held.
 func lockStatement(m Mode, tags []Tag) statement {
-	return build("SELECT ", "pg_advisory_lock"+m.suffix(), ", ", "", tags, false)
+	return build("SELECT ", "pg_advisory_lock"+m.suffix(), ", ", "", tags, false, nil)
+}
+
+// lockWithinStatement is lockStatement with the server's lock_timeout set to
+// d for the statement's transaction:
+//
+//	SELECT set_config('lock_timeout', $1, true), pg_advisory_lock($2)
+func lockWithinStatement(m Mode, tags []Tag, d time.Duration) statement {
+	ms := strconv.FormatInt(max(d.Milliseconds(), 1), 10) + "ms"
+	return build("SELECT set_config('lock_timeout', $1, true), ", "pg_advisory_lock"+m.suffix(), ", ", "", tags, false, []any{ms})
 }
 
 // tryStatement tries every tag in order and reports each result as one
@@ -28,19 +39,20 @@ func lockStatement(m Mode, tags []Tag) statement {
 //
 //	SELECT concat(pg_try_advisory_lock($1)::int, pg_try_advisory_lock($2, $3)::int)
 func tryStatement(m Mode, tags []Tag) statement {
-	return build("SELECT concat(", "pg_try_advisory_lock"+m.suffix(), "::int, ", "::int)", tags, false)
+	return build("SELECT concat(", "pg_try_advisory_lock"+m.suffix(), "::int, ", "::int)", tags, false, nil)
 }
 
 // unlockStatement releases the tags in reverse order and reports each result
 // as tryStatement does, in the order of tags (not of execution).
 func unlockStatement(m Mode, tags []Tag) statement {
-	return build("SELECT reverse(concat(", "pg_advisory_unlock"+m.suffix(), "::int, ", "::int))", tags, true)
+	return build("SELECT reverse(concat(", "pg_advisory_unlock"+m.suffix(), "::int, ", "::int))", tags, true, nil)
 }
 
-// build writes prefix, then fn(args) for each tag joined by sep, then suffix.
-func build(prefix, fn, sep, suffix string, tags []Tag, reversed bool) statement {
+// build writes prefix, then fn(args) for each tag joined by sep, then suffix;
+// the tags' arguments follow args.
+func build(prefix, fn, sep, suffix string, tags []Tag, reversed bool, args []any) statement {
 	var b strings.Builder
-	args := make([]any, 0, 2*len(tags))
+	args = slices.Grow(args, 2*len(tags))
 	b.WriteString(prefix)
 	for i := range tags {
 		t := tags[i]

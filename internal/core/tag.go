@@ -1,6 +1,9 @@
 package core
 
-import "strconv"
+import (
+	"slices"
+	"strconv"
+)
 
 // Tag identifies one advisory lock the way pg_locks shows it: the classid,
 // objid and objsubid columns of a row with locktype 'advisory'. A bigint key k
@@ -45,4 +48,15 @@ func (t Tag) String() string {
 	return strconv.FormatUint(uint64(t.ClassID), 10) + ":" +
 		strconv.FormatUint(uint64(t.ObjID), 10) + ":" +
 		strconv.FormatUint(uint64(t.ObjSubID), 10)
+}
+
+// distinct returns tags without repeats, in their first order.
+func distinct(tags []Tag) []Tag {
+	out := make([]Tag, 0, len(tags))
+	for _, t := range tags {
+		if !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	return out
 }

@@ -1,0 +1,64 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// sliceTimeout is how long one server-side wait lasts when the driver cannot
+// cancel a statement: the most a cancelled context waits to be noticed.
+const sliceTimeout = 100 * time.Millisecond
+
+// takeInSlices waits for send on a Conn that cannot cancel a statement (lib/pq
+// through database/sql). It waits in slices bounded by the server's
+// lock_timeout, never longer than ctx's deadline, keeps what each slice was
+// granted and waits again for the rest until all is held or ctx ends. The
+// waiter loses its place in the server's queue between slices, so it is less
+// fair than a single wait. The session's own lock_timeout is overridden.
+func (l *Lock) takeInSlices(ctx context.Context, op string, sp savepoint, send []Tag) (bool, error) {
+	rest := send
+	for {
+		wait := sliceTimeout
+		if deadline, ok := ctx.Deadline(); ok {
+			wait = min(wait, time.Until(deadline))
+		}
+		st := lockWithinStatement(l.mode, rest, wait)
+		err := l.conn.Exec(context.WithoutCancel(ctx), st.sql, st.args)
+		if err == nil {
+			return true, sp.release(ctx, l.conn)
+		}
+		if l.conn.SQLState(err) != stateLockTimeout || ctx.Err() != nil {
+			if ctx.Err() != nil && l.conn.SQLState(err) == stateLockTimeout {
+				err = fmt.Errorf("alock: %s: %w", op, context.Cause(ctx))
+			} else {
+				err = describe(op, ctx, false, l.conn, err)
+			}
+			return false, errors.Join(err, l.giveBack(ctx, sp, send))
+		}
+		if rest, err = l.stillMissing(ctx, sp, rest); err != nil {
+			return false, errors.Join(fmt.Errorf("alock: %s: %w", op, err), l.giveBack(ctx, sp, send))
+		}
+		if len(rest) == 0 {
+			return true, sp.release(ctx, l.conn)
+		}
+	}
+}
+
+// stillMissing returns the tags of rest that the session does not hold after
+// a slice ran out, restarting the savepoint the failure aborted.
+func (l *Lock) stillMissing(ctx context.Context, sp savepoint, rest []Tag) ([]Tag, error) {
+	if err := sp.rollback(ctx, l.conn); err != nil {
+		return nil, err
+	}
+	if _, err := beginSavepoint(ctx, l.conn); err != nil {
+		return nil, err
+	}
+	held, err := l.held(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(slices.Clone(rest), func(t Tag) bool { return held[t] }), nil
+}

@@ -1,0 +1,167 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ErrNoTransaction is re-exported by alock; see its documentation there.
+var ErrNoTransaction = errors.New("alock: not in a transaction block")
+
+const txSavepoint = "alock_tx"
+
+// LockTx takes tags in mode m until the end of c's transaction (or of the
+// savepoint it runs in). The wait runs under a savepoint of its own, in one
+// round trip when no error occurs:
+//
+//	SAVEPOINT alock_tx; SELECT pg_advisory_xact_lock(1), ...; RELEASE SAVEPOINT alock_tx
+//
+// On any failure it rolls back to that savepoint, which releases whatever the
+// statement took and leaves the transaction usable.
+func LockTx(ctx context.Context, c Conn, m Mode, tags []Tag, label string) error {
+	op := "lock in transaction " + label
+	tags = distinct(tags)
+	if err := checkTx(ctx, c, op, tags); err != nil || len(tags) == 0 {
+		return err
+	}
+	restore := ""
+	if ctx.Done() != nil && !c.CanCancel() {
+		var err error
+		if restore, err = c.QueryText(context.WithoutCancel(ctx), "SELECT current_setting('lock_timeout')", nil); err != nil {
+			return describe(op, ctx, false, c, err)
+		}
+	}
+	for {
+		wait := time.Duration(0)
+		if restore != "" {
+			wait = sliceTimeout
+			if deadline, ok := ctx.Deadline(); ok {
+				wait = min(wait, time.Until(deadline))
+			}
+		}
+		sql := xactLockSQL(m, tags, wait, restore)
+		cancelled, err := run(ctx, c, interrupt, func(q context.Context) error { return c.Exec(q, sql, nil) })
+		if err == nil {
+			return nil // granted, even if as ctx ended: it cannot be given back
+		}
+		rerr := rollbackTx(ctx, c)
+		sliceOver := wait > 0 && c.SQLState(err) == stateLockTimeout
+		switch {
+		case rerr != nil:
+			return fmt.Errorf("alock: %s: %w; the transaction is aborted (roll it back): %w", op, err, rerr)
+		case sliceOver && ctx.Err() == nil:
+			continue
+		case sliceOver:
+			return fmt.Errorf("alock: %s: %w", op, context.Cause(ctx))
+		}
+		return describe(op, ctx, cancelled, c, err)
+	}
+}
+
+// TryLockTx takes every tag in mode m until the end of c's transaction, or
+// none, without waiting: SAVEPOINT, the tries, then RELEASE SAVEPOINT if all
+// were taken or ROLLBACK TO SAVEPOINT (which releases them) if not.
+func TryLockTx(ctx context.Context, c Conn, m Mode, tags []Tag, label string) (bool, error) {
+	op := "try lock in transaction " + label
+	tags = distinct(tags)
+	if err := checkTx(ctx, c, op, tags); err != nil || len(tags) == 0 {
+		return err == nil, err
+	}
+	if _, err := run(ctx, c, interrupt, func(q context.Context) error {
+		return c.Exec(q, "SAVEPOINT "+txSavepoint, nil)
+	}); err != nil {
+		return false, describe(op, ctx, false, c, err)
+	}
+	st := build("SELECT concat(", "pg_try_advisory_xact_lock"+m.suffix(), "::int, ", "::int)", tags, false, nil)
+	var flags string
+	cancelled, err := run(ctx, c, interrupt, func(q context.Context) (err error) {
+		flags, err = c.QueryText(q, st.sql, st.args)
+		return err
+	})
+	taken, ok := parseFlags(flags, len(tags))
+	if err == nil && ok && !strings.Contains(flags, "0") {
+		_, err = run(ctx, c, finish, func(q context.Context) error {
+			return c.Exec(q, "RELEASE SAVEPOINT "+txSavepoint, nil)
+		})
+		if err == nil {
+			return true, nil
+		}
+	}
+	if rerr := rollbackTx(ctx, c); rerr != nil {
+		return false, fmt.Errorf("alock: %s: %w; the transaction is aborted (roll it back)", op, errors.Join(err, rerr))
+	}
+	if err != nil {
+		return false, describe(op, ctx, cancelled, c, err)
+	}
+	if !ok {
+		return false, fmt.Errorf("alock: %s: unexpected result %q for %d ids", op, flags, len(taken))
+	}
+	return false, nil
+}
+
+// checkTx refuses to take transaction locks outside a transaction block,
+// where they would end with the statement.
+func checkTx(ctx context.Context, c Conn, op string, tags []Tag) error {
+	switch c.TxStatus() {
+	case 'I':
+		return fmt.Errorf("alock: %s: %w: a transaction lock would end with its statement; begin a transaction first", op, ErrNoTransaction)
+	case 'E':
+		return fmt.Errorf("alock: %s: the transaction is aborted; roll it back first", op)
+	}
+	if len(tags) > MaxIDs {
+		return fmt.Errorf("alock: %s: %w (%d given)", op, ErrTooManyIDs, len(tags))
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("alock: %s: %w", op, context.Cause(ctx))
+	}
+	return nil
+}
+
+// rollbackTx undoes a failed transaction-lock statement: the transaction
+// locks it took go with the savepoint, and the transaction is usable again.
+func rollbackTx(ctx context.Context, c Conn) error {
+	cctx, cancel := cleanupContext(ctx)
+	defer cancel()
+	_, err := run(cctx, c, finish, func(q context.Context) error {
+		return c.Exec(q, "ROLLBACK TO SAVEPOINT "+txSavepoint+"; RELEASE SAVEPOINT "+txSavepoint, nil)
+	})
+	return err
+}
+
+// xactLockSQL is the one-round-trip statement of LockTx, with the keys as
+// literals (integers only) so that the simple protocol can carry several
+// statements. They are quoted and cast: a bare -9223372036854775808 would
+// be read as minus a numeric. With wait > 0 the server's lock_timeout is set to wait for the
+// locks and then back to restore.
+func xactLockSQL(m Mode, tags []Tag, wait time.Duration, restore string) string {
+	var b strings.Builder
+	b.WriteString("SAVEPOINT " + txSavepoint + "; SELECT ")
+	if wait > 0 {
+		b.WriteString("set_config('lock_timeout', '" + strconv.FormatInt(max(wait.Milliseconds(), 1), 10) + "ms', true), ")
+	}
+	for i, t := range tags {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("pg_advisory_xact_lock" + m.suffix() + "(")
+		if t.IsPair() {
+			k1, k2 := t.Pair()
+			b.WriteString("'" + strconv.Itoa(int(k1)) + "'::int4, '" + strconv.Itoa(int(k2)) + "'::int4")
+		} else {
+			b.WriteString("'" + strconv.FormatInt(t.Key(), 10) + "'::int8")
+		}
+		b.WriteString(")")
+	}
+	if wait > 0 {
+		b.WriteString(", set_config('lock_timeout', " + quoteLiteral(restore) + ", true)")
+	}
+	b.WriteString("; RELEASE SAVEPOINT " + txSavepoint)
+	return b.String()
+}
+
+// quoteLiteral quotes s as an SQL string literal.
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
