@@ -3,8 +3,6 @@ package alock
 import (
 	"context"
 	"slices"
-	"strconv"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgalock/alock/internal/core"
@@ -46,18 +44,7 @@ func newLock(conn *pgx.Conn, m Mode, ids []ID) *Lock {
 }
 
 // describeLock names a lock in messages: exclusive [Key(1) Name("jobs")].
-// Past four ids it shows the first three and the count.
-func describeLock(m Mode, ids []ID) string {
-	var names []string
-	for i, id := range ids {
-		if i == 3 && len(ids) > 4 {
-			names = append(names, "… ("+strconv.Itoa(len(ids))+" ids)")
-			break
-		}
-		names = append(names, id.String())
-	}
-	return m.String() + " [" + strings.Join(names, " ") + "]"
-}
+func describeLock(m Mode, ids []ID) string { return core.Describe(m.String(), ids) }
 
 // Acquire blocks until every id is held, taking them in order in one round
 // trip. If the Lock is already held it only increments the count. A Lock

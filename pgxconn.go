@@ -2,10 +2,8 @@ package alock
 
 import (
 	"context"
-	"errors"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // pgxConn presents a *pgx.Conn to the core Lock.
@@ -35,11 +33,3 @@ func (p pgxConn) Closed() bool { return p.c.IsClosed() }
 func (p pgxConn) Close(ctx context.Context) { _ = p.c.Close(ctx) }
 
 func (p pgxConn) TxStatus() byte { return p.c.PgConn().TxStatus() }
-
-func (p pgxConn) SQLState(err error) string {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return pgErr.Code
-	}
-	return ""
-}

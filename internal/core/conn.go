@@ -1,6 +1,9 @@
 package core
 
-import "context"
+import (
+	"context"
+	"errors"
+)
 
 // Conn is one database session as a driver adapter presents it to a Lock.
 // Except for Cancel and Abort, its methods are called by one goroutine at a
@@ -28,6 +31,14 @@ type Conn interface {
 	// TxStatus returns the transaction status byte of the last ReadyForQuery:
 	// 'I' idle, 'T' in a transaction block, 'E' in a failed transaction block.
 	TxStatus() byte
-	// SQLState returns the SQLSTATE of a server error, or "".
-	SQLState(err error) string
+}
+
+// SQLState returns the SQLSTATE of a server error from pgx or lib/pq (both
+// have a SQLState method), or "".
+func SQLState(err error) string {
+	var e interface{ SQLState() string }
+	if errors.As(err, &e) {
+		return e.SQLState()
+	}
+	return ""
 }

@@ -37,12 +37,12 @@ const (
 // and matches the right sentinel or context error with errors.Is.
 func describe(op string, ctx context.Context, cancelled bool, c Conn, err error) error {
 	if cancelled && ctx.Err() != nil {
-		if errors.Is(err, errGrantedLate) || c.SQLState(err) == stateCanceled {
+		if errors.Is(err, errGrantedLate) || SQLState(err) == stateCanceled {
 			return fmt.Errorf("alock: %s: %w", op, context.Cause(ctx))
 		}
 		return fmt.Errorf("alock: %s: %w (and: %w)", op, context.Cause(ctx), err)
 	}
-	switch c.SQLState(err) {
+	switch SQLState(err) {
 	case stateDeadlock:
 		return fmt.Errorf("alock: %s: %w: %w", op, ErrDeadlock, err)
 	case stateLockTimeout:

@@ -30,8 +30,8 @@ func (l *Lock) takeInSlices(ctx context.Context, op string, sp savepoint, send [
 		if err == nil {
 			return true, sp.release(ctx, l.conn)
 		}
-		if l.conn.SQLState(err) != stateLockTimeout || ctx.Err() != nil {
-			if ctx.Err() != nil && l.conn.SQLState(err) == stateLockTimeout {
+		if SQLState(err) != stateLockTimeout || ctx.Err() != nil {
+			if ctx.Err() != nil && SQLState(err) == stateLockTimeout {
 				err = fmt.Errorf("alock: %s: %w", op, context.Cause(ctx))
 			} else {
 				err = describe(op, ctx, false, l.conn, err)

@@ -1,8 +1,10 @@
 package core
 
 import (
+	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 )
 
 // Tag identifies one advisory lock the way pg_locks shows it: the classid,
@@ -59,4 +61,19 @@ func distinct(tags []Tag) []Tag {
 		}
 	}
 	return out
+}
+
+// Describe names a lock in messages by its mode and ids:
+// exclusive [Key(1) Name("jobs")]. Past four ids it shows the first three
+// and the count.
+func Describe[ID fmt.Stringer](mode string, ids []ID) string {
+	var names []string
+	for i, id := range ids {
+		if i == 3 && len(ids) > 4 {
+			names = append(names, "… ("+strconv.Itoa(len(ids))+" ids)")
+			break
+		}
+		names = append(names, id.String())
+	}
+	return mode + " [" + strings.Join(names, " ") + "]"
 }

@@ -49,7 +49,7 @@ func LockTx(ctx context.Context, c Conn, m Mode, tags []Tag, label string) error
 			return nil // granted, even if as ctx ended: it cannot be given back
 		}
 		rerr := rollbackTx(ctx, c)
-		sliceOver := wait > 0 && c.SQLState(err) == stateLockTimeout
+		sliceOver := wait > 0 && SQLState(err) == stateLockTimeout
 		switch {
 		case rerr != nil:
 			return fmt.Errorf("alock: %s: %w; the transaction is aborted (roll it back): %w", op, err, rerr)
