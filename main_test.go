@@ -2,7 +2,6 @@ package alock_test
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -66,27 +65,6 @@ func expectHolds(t *testing.T, s session, want ...string) {
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
 		pgtest.Fatalf(t, "pg_locks for pid %d: got %v, want %v", s.PgConn().PID(), got, want)
-	}
-}
-
-// waitHolds waits until the server shows exactly want for s.
-func waitHolds(t *testing.T, s session, want ...string) {
-	t.Helper()
-	slices.Sort(want)
-	pgtest.WaitFor(t, fmt.Sprintf("pg_locks for pid %d to be %v", s.PgConn().PID(), want), func() bool {
-		return slices.Equal(serverHolds(t, s), want)
-	})
-}
-
-// expectUsable fails the test unless s is open and runs a statement.
-func expectUsable(t *testing.T, s session) {
-	t.Helper()
-	if s.IsClosed() {
-		pgtest.Fatalf(t, "connection closed")
-	}
-	var one int
-	if err := s.QueryRow(context.Background(), "SELECT 1").Scan(&one); err != nil {
-		pgtest.Fatalf(t, "connection not usable: %v", err)
 	}
 }
 

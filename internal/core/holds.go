@@ -80,3 +80,11 @@ func forgetSession(session any) {
 	defer holds.Unlock()
 	delete(holds.m, session)
 }
+
+// HoldCount returns how many server-level holds the library knows of on a
+// session.
+func HoldCount(session any) int {
+	holds.Lock()
+	defer holds.Unlock()
+	return len(holds.m[session])
+}

@@ -1,0 +1,91 @@
+package alocksql
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// sqlConn presents a *sql.Conn to the core Lock. With pgx's stdlib driver it
+// reaches the *pgx.Conn underneath for cancel requests and the transaction
+// status; with other drivers (lib/pq) waits run in slices of the server's
+// lock_timeout and the session is assumed outside a transaction block.
+type sqlConn struct {
+	c   *sql.Conn
+	pgx *pgx.Conn // nil unless the driver is pgx's stdlib
+}
+
+func newSQLConn(c *sql.Conn) sqlConn {
+	s := sqlConn{c: c}
+	_ = c.Raw(func(dc any) error {
+		if sc, ok := dc.(*stdlib.Conn); ok {
+			s.pgx = sc.Conn()
+		}
+		return nil
+	})
+	return s
+}
+
+func (s sqlConn) Key() any { return s.c }
+
+func (s sqlConn) Exec(ctx context.Context, sql string, args []any) error {
+	_, err := s.c.ExecContext(ctx, sql, args...)
+	return err
+}
+
+func (s sqlConn) QueryText(ctx context.Context, query string, args []any) (string, error) {
+	var text sql.NullString
+	err := s.c.QueryRowContext(ctx, query, args...).Scan(&text)
+	return text.String, err
+}
+
+func (s sqlConn) CanCancel() bool { return s.pgx != nil }
+
+func (s sqlConn) Cancel(ctx context.Context) error { return s.pgx.PgConn().CancelRequest(ctx) }
+
+// Closed reports a *sql.Conn that was closed or discarded (Raw then fails),
+// or whose pgx connection is closed.
+func (s sqlConn) Closed() bool {
+	return s.c.Raw(func(any) error { return nil }) != nil || (s.pgx != nil && s.pgx.IsClosed())
+}
+
+// Close discards the connection: database/sql closes it instead of pooling
+// it, so the session and its locks end.
+func (s sqlConn) Close(context.Context) {
+	_ = s.c.Raw(func(any) error { return driver.ErrBadConn })
+	_ = s.c.Close()
+}
+
+func (s sqlConn) TxStatus() byte {
+	if s.pgx != nil {
+		return s.pgx.PgConn().TxStatus()
+	}
+	return 'I'
+}
+
+// sqlTx presents a *sql.Tx to the core's transaction locks. database/sql
+// gives no way to the driver connection of a Tx, so no cancel requests:
+// waits run in slices of the server's lock_timeout.
+type sqlTx struct{ tx *sql.Tx }
+
+func (s sqlTx) Key() any { return s.tx }
+
+func (s sqlTx) Exec(ctx context.Context, sql string, args []any) error {
+	_, err := s.tx.ExecContext(ctx, sql, args...)
+	return err
+}
+
+func (s sqlTx) QueryText(ctx context.Context, query string, args []any) (string, error) {
+	var text sql.NullString
+	err := s.tx.QueryRowContext(ctx, query, args...).Scan(&text)
+	return text.String, err
+}
+
+func (s sqlTx) CanCancel() bool              { return false }
+func (s sqlTx) Cancel(context.Context) error { return nil }
+func (s sqlTx) Closed() bool                 { return false }
+func (s sqlTx) Close(context.Context)        { _ = s.tx.Rollback() }
+func (s sqlTx) TxStatus() byte               { return 'T' }

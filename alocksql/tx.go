@@ -1,0 +1,25 @@
+package alocksql
+
+import (
+	"context"
+	"database/sql"
+
+	"github.com/pgalock/alock"
+	"github.com/pgalock/alock/internal/core"
+)
+
+// LockTx is alock.LockTx over a *sql.Tx: it takes ids in mode until tx
+// ends, waiting under a savepoint so that a failed wait leaves tx usable.
+// database/sql gives no way to cancel a statement without closing its
+// connection, so a wait under a context that can end runs in slices of the
+// server's lock_timeout (100 ms), as Lock does with lib/pq; the
+// transaction's own lock_timeout is restored after each slice.
+func LockTx(ctx context.Context, tx *sql.Tx, mode alock.Mode, ids ...alock.ID) error {
+	return core.LockTx(ctx, sqlTx{tx}, core.Mode(mode), tags(ids), core.Describe(mode.String(), ids))
+}
+
+// TryLockTx is alock.TryLockTx over a *sql.Tx: every id or none, without
+// waiting, in three round trips.
+func TryLockTx(ctx context.Context, tx *sql.Tx, mode alock.Mode, ids ...alock.ID) (bool, error) {
+	return core.TryLockTx(ctx, sqlTx{tx}, core.Mode(mode), tags(ids), core.Describe(mode.String(), ids))
+}
