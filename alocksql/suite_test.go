@@ -42,7 +42,7 @@ type sqlSession struct {
 }
 
 // openSession pins one connection of a fresh pool of driverName.
-func openSession(t *testing.T, driverName, dsn string) *sqlSession {
+func openSession(t testing.TB, driverName, dsn string) *sqlSession {
 	t.Helper()
 	db, err := sql.Open(driverName, dsn)
 	if err != nil {
