@@ -112,3 +112,23 @@ func ExampleNewShare() {
 	fmt.Println("writer got it beside two readers:", ok, err)
 	// Output: writer got it beside two readers: false <nil>
 }
+
+// A transaction lock needs no release: it ends with the transaction, which
+// is the only kind of lock that works behind a transaction-mode pooler.
+func ExampleLockTx() {
+	ctx := context.Background()
+	conn := connect(ctx)
+	defer conn.Close(ctx)
+
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if err := alock.LockTx(ctx, tx, alock.Exclusive, alock.Key(42)); err != nil {
+			return err
+		}
+		fmt.Println("account 42 is ours until the transaction ends")
+		return nil
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	// Output: account 42 is ours until the transaction ends
+}
