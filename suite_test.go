@@ -39,3 +39,32 @@ func (s pgxSession) Exec(ctx context.Context, sql string, args ...any) error {
 func (s pgxSession) Closed() bool { return s.c.IsClosed() }
 
 func (s pgxSession) Close() { _ = s.c.Close(context.Background()) }
+
+// TestTxBehaviour runs the transaction-lock suite against LockTx on a pgx.Tx.
+func TestTxBehaviour(t *testing.T) {
+	t.Parallel()
+	locktest.RunTx(t, locktest.TxBackend{Name: "pgx", Begin: func(t *testing.T, dsn string) (func() locktest.Tx, uint32) {
+		c := pgtest.Connect(t, dsn)
+		return func() locktest.Tx {
+			tx, err := c.Begin(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return pgxTx{tx}
+		}, c.PgConn().PID()
+	}})
+}
+
+// pgxTx is a pgx.Tx as a locktest.Tx.
+type pgxTx struct{ tx pgx.Tx }
+
+func (p pgxTx) LockTx(ctx context.Context, ids ...alock.ID) error {
+	return alock.LockTx(ctx, p.tx, alock.Exclusive, ids...)
+}
+
+func (p pgxTx) Exec(ctx context.Context, sql string) error {
+	_, err := p.tx.Exec(ctx, sql)
+	return err
+}
+
+func (p pgxTx) Rollback() error { return p.tx.Rollback(context.Background()) }

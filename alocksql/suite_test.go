@@ -84,3 +84,38 @@ func (s *sqlSession) Close() {
 	_ = s.c.Raw(func(any) error { return driver.ErrBadConn })
 	_ = s.c.Close()
 }
+
+// TestTxBehaviour runs the transaction-lock suite against LockTx on a
+// *sql.Tx, over each driver.
+func TestTxBehaviour(t *testing.T) {
+	t.Parallel()
+	for _, name := range drivers {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			locktest.RunTx(t, locktest.TxBackend{Name: name, Begin: func(t *testing.T, dsn string) (func() locktest.Tx, uint32) {
+				s := openSession(t, name, dsn)
+				return func() locktest.Tx {
+					tx, err := s.c.BeginTx(context.Background(), nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					return sqlTx{tx}
+				}, s.pid
+			}})
+		})
+	}
+}
+
+// sqlTx is a *sql.Tx as a locktest.Tx.
+type sqlTx struct{ tx *sql.Tx }
+
+func (s sqlTx) LockTx(ctx context.Context, ids ...alock.ID) error {
+	return alocksql.LockTx(ctx, s.tx, alock.Exclusive, ids...)
+}
+
+func (s sqlTx) Exec(ctx context.Context, sql string) error {
+	_, err := s.tx.ExecContext(ctx, sql)
+	return err
+}
+
+func (s sqlTx) Rollback() error { return s.tx.Rollback() }
