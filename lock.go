@@ -39,8 +39,11 @@ func NewExclusive(conn *pgx.Conn, ids ...ID) *Lock { return newLock(conn, Exclus
 func NewShare(conn *pgx.Conn, ids ...ID) *Lock { return newLock(conn, Share, ids) }
 
 func newLock(conn *pgx.Conn, m Mode, ids []ID) *Lock {
-	label := describeLock(m, ids)
-	return &Lock{core: core.NewLock(pgxConn{conn}, label, core.Mode(m), tags(ids)), mode: m, ids: slices.Clone(ids)}
+	return newLockOn(pgxConn{conn}, m, ids, core.Options{})
+}
+
+func newLockOn(c core.Conn, m Mode, ids []ID, opts core.Options) *Lock {
+	return &Lock{core: core.NewLock(c, describeLock(m, ids), core.Mode(m), tags(ids), opts), mode: m, ids: slices.Clone(ids)}
 }
 
 // describeLock names a lock in messages: exclusive [Key(1) Name("jobs")].
@@ -95,6 +98,16 @@ func (l *Lock) Locked() bool { return l.core.Locked() }
 func (l *Lock) Do(ctx context.Context, fn func(ctx context.Context) error) error {
 	return l.core.Do(ctx, fn)
 }
+
+// Lost returns a channel that is closed when the current hold is lost: its
+// session ended (closed, terminated, server restart, network) or the server
+// no longer held it, although it was not released. On a Lock made by a
+// [Session] the session's watchdog closes it within its documented bounds;
+// on a plain *pgx.Conn it closes when the Lock itself sees the loss, at its
+// next operation. Release does not close it. Each hold (count going from
+// zero to one) gets a new channel; a Lock never held returns one that is
+// never closed. Safe for concurrent use.
+func (l *Lock) Lost() <-chan struct{} { return l.core.Lost() }
 
 // Mode returns the Lock's mode.
 func (l *Lock) Mode() Mode { return l.mode }

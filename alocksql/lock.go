@@ -44,7 +44,7 @@ func NewExclusive(conn *sql.Conn, ids ...alock.ID) *Lock { return newLock(conn, 
 func NewShare(conn *sql.Conn, ids ...alock.ID) *Lock { return newLock(conn, alock.Share, ids) }
 
 func newLock(conn *sql.Conn, m alock.Mode, ids []alock.ID) *Lock {
-	c := core.NewLock(newSQLConn(conn), core.Describe(m.String(), ids), core.Mode(m), tags(ids))
+	c := core.NewLock(newSQLConn(conn), core.Describe(m.String(), ids), core.Mode(m), tags(ids), core.Options{})
 	return &Lock{core: c, mode: m, ids: slices.Clone(ids)}
 }
 
@@ -64,6 +64,9 @@ func (l *Lock) Locked() bool { return l.core.Locked() }
 func (l *Lock) Do(ctx context.Context, fn func(ctx context.Context) error) error {
 	return l.core.Do(ctx, fn)
 }
+
+// Lost is alock.Lock.Lost: closed when the Lock itself sees the loss.
+func (l *Lock) Lost() <-chan struct{} { return l.core.Lost() }
 
 // Mode returns the Lock's mode.
 func (l *Lock) Mode() alock.Mode { return l.mode }

@@ -1,0 +1,60 @@
+package core
+
+import (
+	"context"
+	"fmt"
+)
+
+// giveBack unlocks whatever of send a failed statement left held, as the
+// server reports it. Send held no Lock's hold before, so a held tag is one
+// the failed statement took. If the session's state cannot be established,
+// giveBack closes it.
+func (l *Lock) giveBack(ctx context.Context, sp savepoint, send []Tag) error {
+	if l.conn.Closed() {
+		return nil // the session, and everything it took, is gone
+	}
+	cctx, cancel := cleanupContext(ctx)
+	defer cancel()
+	if err := sp.rollback(cctx, l.conn); err != nil {
+		return l.abandon(cctx, "give back", err)
+	}
+	held, err := l.held(cctx)
+	if err != nil {
+		return l.abandon(cctx, "give back", err)
+	}
+	var took []Tag
+	for _, t := range send {
+		if held[t] {
+			took = append(took, t)
+		}
+	}
+	return l.unlock(cctx, took)
+}
+
+// held returns the tags this session holds in the Lock's mode, per pg_locks.
+func (l *Lock) held(ctx context.Context) (map[Tag]bool, error) {
+	st := heldStatement(l.mode)
+	var text string
+	_, err := run(ctx, l.conn, finish, func(q context.Context) (err error) {
+		text, err = l.conn.QueryText(q, st.sql, st.args)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return parseHeld(text)
+}
+
+// abandon closes a session whose lock state is unknown, which ends every
+// lock on it, and says so.
+func (l *Lock) abandon(ctx context.Context, op string, cause error) error {
+	lost := l.conn.Closed()
+	l.conn.Close(ctx)
+	forgetSession(l.conn.Key())
+	op += " " + l.label
+	if lost {
+		return fmt.Errorf("alock: %s: %w: session lost: %w", op, ErrLost, cause)
+	}
+	return fmt.Errorf("alock: %s: %w: the session was closed because its lock state was in doubt: %w", op, ErrLost, cause)
+}
+

@@ -1,0 +1,91 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Release gives back one acquisition; the last one unlocks on the server.
+//
+// The wait for a guarded session is bounded by CleanupTimeout, not ctx.
+func (l *Lock) Release(ctx context.Context) error {
+	op := "release " + l.label
+	cctx, cancel := cleanupContext(ctx)
+	defer cancel()
+	if err := l.enter(cctx); err != nil {
+		return fmt.Errorf("alock: %s: waiting for the session: %w", op, err)
+	}
+	defer l.exit()
+	if l.count() == 0 {
+		return fmt.Errorf("alock: %s: %w", op, ErrNotHeld)
+	}
+	if len(l.tags) == 0 {
+		l.setCount(-1, 0)
+		return nil
+	}
+	err := l.lostErr(op)
+	if l.count() > 1 {
+		l.setCount(-1, 0)
+		return err
+	}
+	freed := dropHolds(l.conn.Key(), l.mode, l.tags)
+	if err == nil {
+		err = l.unlock(ctx, freed)
+	}
+	if errors.Is(err, ErrLost) {
+		l.MarkLost()
+	}
+	l.setCount(-1, 0)
+	return err
+}
+
+// lostErr returns an error wrapping ErrLost if the session is known gone,
+// and then forgets the session's holds: they are gone with it.
+func (l *Lock) lostErr(op string) error {
+	if !l.isLost() {
+		return nil
+	}
+	l.MarkLost()
+	if l.conn.Closed() {
+		forgetSession(l.conn.Key())
+	}
+	return fmt.Errorf("alock: %s: %w: its session is gone", op, ErrLost)
+}
+
+// unlock releases tags on the server, each of which this session holds once.
+// The end of ctx never interrupts it: once ctx has ended it is bounded by
+// CleanupTimeout. If the outcome is unknown it closes the session, so the
+// locks end with it.
+func (l *Lock) unlock(ctx context.Context, tags []Tag) error {
+	if len(tags) == 0 {
+		return nil
+	}
+	st := l.unlockAll
+	if len(tags) != len(l.tags) {
+		st = unlockStatement(l.mode, tags)
+	}
+	var text string
+	_, err := run(ctx, l.conn, finish, func(q context.Context) (err error) {
+		text, err = l.conn.QueryText(q, st.sql, st.args)
+		return err
+	})
+	if err != nil {
+		return l.abandon(ctx, "unlock", err)
+	}
+	released, ok := parseFlags(text, len(tags))
+	if !ok {
+		return l.abandon(ctx, "unlock", fmt.Errorf("unexpected result %q", text))
+	}
+	var notHeld []Tag
+	for i, t := range tags {
+		if !released[i] {
+			notHeld = append(notHeld, t)
+		}
+	}
+	if len(notHeld) > 0 {
+		return fmt.Errorf("alock: unlock %s: %w: the server did not hold %v", l.label, ErrLost, notHeld)
+	}
+	return nil
+}
+

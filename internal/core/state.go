@@ -1,0 +1,138 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"sync"
+)
+
+// A Guard serialises a Lock's operations with every other user of its
+// session (a Session's goroutines and its watchdog) and learns which Locks
+// hold, so that it can announce their loss. A plain connection has none.
+type Guard interface {
+	// Enter waits until the session is free for one operation, or ctx ends.
+	Enter(ctx context.Context) error
+	// Exit frees the session after the operation.
+	Exit()
+	// Held is told when l's count goes from zero to one.
+	Held(l *Lock)
+	// Released is told when l's count goes back to zero (or its hold is lost).
+	Released(l *Lock)
+}
+
+// hold is a Lock's state, read by Locked, Lost and Token from any goroutine.
+type hold struct {
+	mu    sync.Mutex
+	count int
+	lost  chan struct{} // closed when the current hold is lost
+	gone  bool          // the current hold is lost
+	token int64         // fencing token of the current hold
+}
+
+// Locked reports whether the Lock is held, as far as it knows.
+func (l *Lock) Locked() bool {
+	l.state.mu.Lock()
+	defer l.state.mu.Unlock()
+	return l.state.count > 0 && !l.state.gone && !l.conn.Closed()
+}
+
+// Lost returns a channel closed when the current hold is lost: its session
+// ended, or the server no longer held it. It is not closed by Release.
+func (l *Lock) Lost() <-chan struct{} {
+	l.state.mu.Lock()
+	defer l.state.mu.Unlock()
+	return l.state.lost
+}
+
+// Token returns the fencing token of the current hold, 0 if the Lock is not
+// held or not fenced.
+func (l *Lock) Token() int64 {
+	l.state.mu.Lock()
+	defer l.state.mu.Unlock()
+	if l.state.count == 0 {
+		return 0
+	}
+	return l.state.token
+}
+
+// MarkLost records that the current hold is lost and closes Lost. It does
+// nothing if the Lock is not held or already marked.
+func (l *Lock) MarkLost() {
+	l.state.mu.Lock()
+	defer l.state.mu.Unlock()
+	if l.state.count > 0 && !l.state.gone {
+		l.state.gone = true
+		close(l.state.lost)
+	}
+}
+
+// isLost reports whether the current hold is known lost.
+func (l *Lock) isLost() bool {
+	l.state.mu.Lock()
+	defer l.state.mu.Unlock()
+	return l.state.gone || l.conn.Closed()
+}
+
+// count returns the acquisition count.
+func (l *Lock) count() int {
+	l.state.mu.Lock()
+	defer l.state.mu.Unlock()
+	return l.state.count
+}
+
+// setCount changes the count by delta and starts a new hold (with a new
+// Lost channel and token) when it goes from zero to one.
+func (l *Lock) setCount(delta int, token int64) {
+	l.state.mu.Lock()
+	was := l.state.count
+	l.state.count += delta
+	if was == 0 && l.state.count > 0 {
+		if l.state.gone {
+			l.state.lost = make(chan struct{})
+		}
+		l.state.gone, l.state.token = false, token
+	}
+	now := l.state.count
+	l.state.mu.Unlock()
+	if l.guard == nil {
+		return
+	}
+	if was == 0 && now > 0 {
+		l.guard.Held(l)
+	} else if was > 0 && now == 0 {
+		l.guard.Released(l)
+	}
+}
+
+// enter takes the session for one operation.
+func (l *Lock) enter(ctx context.Context) error {
+	if l.guard == nil {
+		return nil
+	}
+	return l.guard.Enter(ctx)
+}
+
+// exit frees the session after an operation.
+func (l *Lock) exit() {
+	if l.guard != nil {
+		l.guard.Exit()
+	}
+}
+
+// Do runs fn while holding the Lock: Acquire, fn, Release. The Release also
+// runs when fn panics, and the panic goes on. It returns fn's error joined
+// with the Release's.
+func (l *Lock) Do(ctx context.Context, fn func(context.Context) error) (err error) {
+	if err := l.Acquire(ctx); err != nil {
+		return err
+	}
+	released := false
+	defer func() {
+		if !released {
+			_ = l.Release(context.WithoutCancel(ctx))
+		}
+	}()
+	err = fn(ctx)
+	released = true
+	return errors.Join(err, l.Release(context.WithoutCancel(ctx)))
+}
