@@ -57,4 +57,3 @@ func (l *Lock) abandon(ctx context.Context, op string, cause error) error {
 	}
 	return fmt.Errorf("alock: %s: %w: the session was closed because its lock state was in doubt: %w", op, ErrLost, cause)
 }
-

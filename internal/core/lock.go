@@ -169,4 +169,3 @@ func (l *Lock) keepAllOrNone(ctx context.Context, op string, sp savepoint, send 
 	}
 	return false, errors.Join(l.unlock(ctx, got), sp.release(ctx, l.conn))
 }
-

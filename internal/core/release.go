@@ -88,4 +88,3 @@ func (l *Lock) unlock(ctx context.Context, tags []Tag) error {
 	}
 	return nil
 }
-

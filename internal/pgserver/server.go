@@ -96,7 +96,7 @@ func Start(ctx context.Context, opts *Options) (*Server, error) {
 }
 
 // initAndStart runs initdb, writes the configuration and starts the
-// postmaster, retrying with a new port if the chosen one was taken meanwhile.
+// postmaster.
 func (s *Server) initAndStart(ctx context.Context, settings map[string]string) error {
 	out, err := s.run(ctx, "initdb", "-D", s.dataDir, "-U", "postgres", "--auth=trust",
 		"-E", "UTF8", "--locale=C", "--no-sync")
@@ -106,6 +106,12 @@ func (s *Server) initAndStart(ctx context.Context, settings map[string]string) e
 	if err := appendConf(s.confFile(), s.baseSettings(settings)); err != nil {
 		return err
 	}
+	return s.startOnFreePort(ctx)
+}
+
+// startOnFreePort picks a free port and starts the postmaster, retrying with
+// a new port if the chosen one was taken meanwhile.
+func (s *Server) startOnFreePort(ctx context.Context) error {
 	const attempts = 3
 	for i := 1; ; i++ {
 		if err := s.choosePort(); err != nil {
