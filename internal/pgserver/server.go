@@ -7,7 +7,8 @@
 // every local connection as the superuser "postgres" and is tuned for speed,
 // not durability (fsync=off). When the process runs as root, initdb, pg_ctl
 // and postgres run as the "postgres" OS user, since PostgreSQL refuses to run
-// as root.
+// as root. StartStandby adds a streaming hot standby of a running Server,
+// and Promote turns a standby into a primary.
 package pgserver
 
 import (
