@@ -27,14 +27,18 @@ var (
 
 // MaxIDs is the most distinct ids one Lock may have; Acquire and TryAcquire
 // of a Lock with more return ErrTooManyIDs without contacting the server.
-// Every held id takes an entry in the server's shared lock table, which holds
-// about max_locks_per_transaction × max_connections entries for the whole
-// cluster (6,400 with the defaults); once it is full, no session can take any
+// Every held id takes an entry in the server's shared lock table, sized for
+// max_locks_per_transaction × (max_connections + other backends) entries for
+// the whole cluster (7,808 with PostgreSQL 15's defaults, and it can borrow
+// spare shared memory beyond that); once it is full, no session can take any
 // lock, nor can new sessions connect.
 const MaxIDs = core.MaxIDs
 
 // CleanupTimeout bounds the clean-up done after a caller's context has ended
 // or an acquisition has failed: delivering a cancel request, waiting for the
-// cancelled statement, and unlocking. Release uses it too, whatever its ctx.
-// A session that cannot be brought to a known state within it is closed.
+// cancelled statement, and giving back what a failed acquisition took. A
+// Release whose ctx has ended, or ends while it unlocks, is bounded by it
+// too, as is the Release of Do; a Release under a context that can never end
+// waits as long as the network does, like any pgx call. A session that
+// cannot be brought to a known state within it is closed.
 const CleanupTimeout = core.CleanupTimeout

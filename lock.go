@@ -2,6 +2,8 @@ package alock
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"slices"
 
 	"github.com/jackc/pgx/v5"
@@ -23,9 +25,10 @@ import (
 // Locks are session-scoped: they survive the end of a transaction and are
 // lost with the session. See the package documentation for the hazards.
 type Lock struct {
-	core *core.Lock
-	mode Mode
-	ids  []ID
+	core    *core.Lock
+	mode    Mode
+	ids     []ID
+	session *Session // nil on a plain *pgx.Conn
 }
 
 // NewExclusive returns an unheld Lock on conn over ids in Exclusive mode.
@@ -65,19 +68,31 @@ func describeLock(m Mode, ids []ID) string { return core.Describe(m.String(), id
 //
 // Inside a transaction block Acquire waits under a savepoint, so a failure
 // leaves the transaction usable; this costs two more round trips.
-func (l *Lock) Acquire(ctx context.Context) error { return l.core.Acquire(ctx) }
+func (l *Lock) Acquire(ctx context.Context) error {
+	ctx = l.traceStart(ctx)
+	err := l.core.Acquire(ctx)
+	l.traceEnd(ctx, err == nil, err)
+	return err
+}
 
 // TryAcquire takes every id without waiting, or none: if any id is held
 // elsewhere in a conflicting mode it returns false and this Lock holds
 // nothing on the server (ids it took on the way are given back, in a second
 // round trip). If the Lock is already held it increments the count and
 // returns true. Cancellation and failures are handled as for Acquire.
-func (l *Lock) TryAcquire(ctx context.Context) (bool, error) { return l.core.TryAcquire(ctx) }
+func (l *Lock) TryAcquire(ctx context.Context) (bool, error) {
+	ctx = l.traceStart(ctx)
+	ok, err := l.core.TryAcquire(ctx)
+	l.traceEnd(ctx, ok, err)
+	return ok, err
+}
 
 // Release undoes one Acquire or successful TryAcquire. The Release that
 // brings the count to zero unlocks the ids on the server, in reverse order,
-// in one round trip; the unlock is sent even if ctx is already cancelled and
-// is bounded by CleanupTimeout instead.
+// in one round trip. The end of ctx never stops the unlock: it is sent even
+// if ctx is already done, and once ctx has ended it is bounded by
+// CleanupTimeout. (Under a context that can never end it waits as long as
+// the network does, like any pgx call.)
 //
 // Release returns an error wrapping ErrNotHeld if the count is already zero,
 // and one wrapping ErrLost if the session is gone or the server reported an
@@ -85,7 +100,13 @@ func (l *Lock) TryAcquire(ctx context.Context) (bool, error) { return l.core.Try
 // unlock is unknown (for example inside a failed transaction block, or on a
 // timeout) Release closes the connection, so that nothing stays locked, and
 // returns an error wrapping ErrLost.
-func (l *Lock) Release(ctx context.Context) error { return l.core.Release(ctx) }
+func (l *Lock) Release(ctx context.Context) error {
+	err := l.core.Release(ctx)
+	if t := l.tracer(); t != nil {
+		t.Release(ctx, l, err)
+	}
+	return err
+}
 
 // Locked reports whether the Lock is held: its count is above zero and, as
 // far as it knows, its session is alive. A session killed while idle is
@@ -94,9 +115,29 @@ func (l *Lock) Locked() bool { return l.core.Locked() }
 
 // Do acquires the Lock, runs fn and releases the Lock, also when fn panics
 // (the panic then goes on). It returns the Acquire error, or fn's error
-// joined with the Release error. The Release does not use ctx's cancellation.
-func (l *Lock) Do(ctx context.Context, fn func(ctx context.Context) error) error {
-	return l.core.Do(ctx, fn)
+// joined with the Release error. The Release does not use ctx's cancellation
+// and is bounded by CleanupTimeout.
+func (l *Lock) Do(ctx context.Context, fn func(ctx context.Context) error) (err error) {
+	if err := l.Acquire(ctx); err != nil {
+		return err
+	}
+	released := false
+	defer func() {
+		if !released {
+			_ = l.releaseBounded(ctx)
+		}
+	}()
+	err = fn(ctx)
+	released = true
+	return errors.Join(err, l.releaseBounded(ctx))
+}
+
+// releaseBounded releases under ctx's values, bounded by CleanupTimeout
+// whatever ctx does.
+func (l *Lock) releaseBounded(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), CleanupTimeout)
+	defer cancel()
+	return l.Release(ctx)
 }
 
 // Lost returns a channel that is closed when the current hold is lost: its
@@ -109,6 +150,17 @@ func (l *Lock) Do(ctx context.Context, fn func(ctx context.Context) error) error
 // never closed. Safe for concurrent use.
 func (l *Lock) Lost() <-chan struct{} { return l.core.Lost() }
 
+// Token returns the fencing token of the current hold: 0 unless the Lock is
+// held and was made by a Session with Fencing. Tokens come from one
+// sequence, drawn on the lock's own session right after each grant, so a
+// later grant of the same lock, by any holder and across server restarts,
+// has a larger token. A protected resource that remembers the largest
+// token it has accepted, and rejects smaller ones, turns away a holder that
+// lost its lock without noticing (paused, partitioned). Limits: a failover
+// to an asynchronous standby can lose the last tokens drawn and hand them
+// out again; the sequence must live on the primary.
+func (l *Lock) Token() int64 { return l.core.Token() }
+
 // Mode returns the Lock's mode.
 func (l *Lock) Mode() Mode { return l.mode }
 
@@ -118,3 +170,27 @@ func (l *Lock) String() string { return describeLock(l.mode, l.ids) }
 
 // IDs returns a copy of the ids the Lock was made with, duplicates included.
 func (l *Lock) IDs() []ID { return slices.Clone(l.ids) }
+
+// tracer returns the Session's tracer, if any.
+func (l *Lock) tracer() Tracer {
+	if l.session == nil {
+		return nil
+	}
+	return l.session.opts.Tracer
+}
+
+func (l *Lock) traceStart(ctx context.Context) context.Context {
+	if t := l.tracer(); t != nil {
+		return t.AcquireStart(ctx, l)
+	}
+	return ctx
+}
+
+func (l *Lock) traceEnd(ctx context.Context, acquired bool, err error) {
+	if t := l.tracer(); t != nil {
+		t.AcquireEnd(ctx, l, acquired, err)
+	}
+	if l.session != nil {
+		l.session.log(slog.LevelDebug, "alock: acquire", "lock", l.String(), "acquired", acquired, "err", err)
+	}
+}

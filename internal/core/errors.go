@@ -19,9 +19,10 @@ var (
 var errGrantedLate = errors.New("granted as the cancel arrived, and given back")
 
 // MaxIDs is the most distinct ids one Lock may hold. Every id is an entry in
-// the server's shared lock table, which holds about
-// max_locks_per_transaction × max_connections entries for the whole cluster
-// (6,400 with the defaults); when it is full, no session can take any lock.
+// the server's shared lock table, sized for max_locks_per_transaction ×
+// (max_connections + other backends) entries for the whole cluster (7,808
+// with PostgreSQL 15's defaults; it can borrow spare shared memory beyond
+// that); when it is full, no session can take any lock.
 const MaxIDs = 64
 
 // SQLSTATE codes the library maps to errors.

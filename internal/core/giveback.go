@@ -28,7 +28,9 @@ func (l *Lock) giveBack(ctx context.Context, sp savepoint, send []Tag) error {
 			took = append(took, t)
 		}
 	}
-	return l.unlock(cctx, took)
+	// A false from the unlock means the hold was not the statement's (a
+	// transaction lock on the same key shows as the same pg_locks row).
+	return l.unlock(cctx, took, false)
 }
 
 // held returns the tags this session holds in the Lock's mode, per pg_locks.

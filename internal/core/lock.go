@@ -76,6 +76,9 @@ func (l *Lock) acquire(ctx context.Context, op string, try bool) (bool, error) {
 	if len(l.tags) > MaxIDs {
 		return false, fmt.Errorf("alock: %s: %w (%d given)", op, ErrTooManyIDs, len(l.tags))
 	}
+	if len(l.tags) > 0 && l.conn.Closed() {
+		return false, fmt.Errorf("alock: %s: %w: its session is gone", op, ErrLost)
+	}
 	if send := unheld(l.conn.Key(), l.mode, l.tags); len(send) > 0 {
 		ok, err := l.take(ctx, op, try, send)
 		if !ok || err != nil {
@@ -86,7 +89,7 @@ func (l *Lock) acquire(ctx context.Context, op string, try bool) (bool, error) {
 	token, err := l.nextToken(ctx)
 	if err != nil {
 		dropHolds(l.conn.Key(), l.mode, l.tags)
-		return false, errors.Join(fmt.Errorf("alock: %s: fencing token: %w", op, err), l.unlock(ctx, l.tags))
+		return false, errors.Join(fmt.Errorf("alock: %s: fencing token: %w", op, err), l.unlock(ctx, l.tags, true))
 	}
 	l.setCount(1, token)
 	return true, nil
@@ -127,6 +130,9 @@ func (l *Lock) take(ctx context.Context, op string, try bool, send []Tag) (bool,
 	if err != nil {
 		return false, describe(op, ctx, false, l.conn, err)
 	}
+	if ctx.Err() != nil {
+		return false, errors.Join(fmt.Errorf("alock: %s: %w", op, context.Cause(ctx)), sp.rollback(ctx, l.conn))
+	}
 	if !try && ctx.Done() != nil && !l.conn.CanCancel() {
 		return l.takeInSlices(ctx, op, sp, send)
 	}
@@ -147,7 +153,16 @@ func (l *Lock) take(ctx context.Context, op string, try bool, send []Tag) (bool,
 	if try {
 		return l.keepAllOrNone(ctx, op, sp, send, flags)
 	}
-	return true, sp.release(ctx, l.conn)
+	return l.keep(ctx, op, sp, send)
+}
+
+// keep ends the savepoint of a successful take. If that fails, the grant is
+// given back: the session locks would otherwise outlive the error.
+func (l *Lock) keep(ctx context.Context, op string, sp savepoint, send []Tag) (bool, error) {
+	if err := sp.release(ctx, l.conn); err != nil {
+		return false, errors.Join(describe(op, ctx, false, l.conn, err), l.giveBack(ctx, sp, send))
+	}
+	return true, nil
 }
 
 // keepAllOrNone finishes a try: if any tag was not taken, it unlocks the ones
@@ -159,7 +174,7 @@ func (l *Lock) keepAllOrNone(ctx context.Context, op string, sp savepoint, send 
 		return false, errors.Join(err, l.giveBack(ctx, sp, send))
 	}
 	if !slices.Contains(taken, false) {
-		return true, sp.release(ctx, l.conn)
+		return l.keep(ctx, op, sp, send)
 	}
 	var got []Tag
 	for i, t := range send {
@@ -167,5 +182,5 @@ func (l *Lock) keepAllOrNone(ctx context.Context, op string, sp savepoint, send 
 			got = append(got, t)
 		}
 	}
-	return false, errors.Join(l.unlock(ctx, got), sp.release(ctx, l.conn))
+	return false, errors.Join(l.unlock(ctx, got, true), sp.release(ctx, l.conn))
 }

@@ -25,8 +25,9 @@ const (
 // run sends the server a cancel request and waits until both the statement
 // has ended and the server has taken the request: a cancel that lands late
 // then finds the session idle, where PostgreSQL ignores it, and cannot hit a
-// later statement. If the request cannot be delivered, or the statement runs
-// on for CleanupTimeout after ctx ended, run aborts: it cancels stmt's
+// later statement. While the statement goes on it repeats the request every
+// cancelRetry. If a request cannot be delivered, or the statement runs on
+// for CleanupTimeout after ctx ended, run aborts: it cancels stmt's
 // context, which makes the driver close the connection, and closes the
 // session. A Conn that cannot send cancel requests lets the statement run
 // on within that bound. cancelled reports whether a cancel was sent; the
@@ -46,18 +47,18 @@ func run(ctx context.Context, c Conn, cancel bool, stmt func(context.Context) er
 		defer close(watched)
 		bound, stopBound := context.WithTimeout(quiet, CleanupTimeout)
 		defer stopBound()
-		if cancel && c.CanCancel() {
-			cancelled = true
-			if c.Cancel(bound) != nil {
+		if !cancel || !c.CanCancel() {
+			select {
+			case <-ended:
+			case <-bound.Done():
 				aborted = true
 				abort()
-				return
 			}
+			return
 		}
-		select {
-		case <-ended:
-		case <-bound.Done():
-			aborted = true
+		cancelled = true
+		aborted = !cancelUntilEnded(bound, c, ended)
+		if aborted {
 			abort()
 		}
 	})
@@ -71,6 +72,31 @@ func run(ctx context.Context, c Conn, cancel bool, stmt func(context.Context) er
 		c.Close(context.WithoutCancel(ctx))
 	}
 	return cancelled, err
+}
+
+// cancelRetry is how often run repeats a cancel request while the statement
+// goes on: PostgreSQL ignores one that arrives while the backend is between
+// the messages of a statement, before it starts to execute.
+const cancelRetry = 100 * time.Millisecond
+
+// cancelUntilEnded sends cancel requests until the statement has ended, each
+// one awaited, so none is still in flight when run returns. It returns false
+// if a request could not be delivered or bound ended first.
+func cancelUntilEnded(bound context.Context, c Conn, ended <-chan struct{}) bool {
+	retry := time.NewTicker(cancelRetry)
+	defer retry.Stop()
+	for {
+		if c.Cancel(bound) != nil {
+			return false
+		}
+		select {
+		case <-ended:
+			return true
+		case <-bound.Done():
+			return false
+		case <-retry.C:
+		}
+	}
 }
 
 // cleanupContext is the context for clean-up after a failure: ctx's values,

@@ -18,7 +18,7 @@ const savepointName = "alock_acquire"
 func beginSavepoint(ctx context.Context, c Conn) (savepoint, error) {
 	switch c.TxStatus() {
 	case 'T':
-		_, err := run(ctx, c, interrupt, func(q context.Context) error {
+		_, err := run(ctx, c, finish, func(q context.Context) error {
 			return c.Exec(q, "SAVEPOINT "+savepointName, nil)
 		})
 		return savepoint{active: err == nil}, err

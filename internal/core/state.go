@@ -32,8 +32,9 @@ type hold struct {
 // Locked reports whether the Lock is held, as far as it knows.
 func (l *Lock) Locked() bool {
 	l.state.mu.Lock()
-	defer l.state.mu.Unlock()
-	return l.state.count > 0 && !l.state.gone && !l.conn.Closed()
+	held := l.state.count > 0 && !l.state.gone
+	l.state.mu.Unlock()
+	return held && !l.conn.Closed()
 }
 
 // Lost returns a channel closed when the current hold is lost: its session
@@ -69,8 +70,9 @@ func (l *Lock) MarkLost() {
 // isLost reports whether the current hold is known lost.
 func (l *Lock) isLost() bool {
 	l.state.mu.Lock()
-	defer l.state.mu.Unlock()
-	return l.state.gone || l.conn.Closed()
+	gone := l.state.gone
+	l.state.mu.Unlock()
+	return gone || l.conn.Closed()
 }
 
 // count returns the acquisition count.

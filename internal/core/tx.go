@@ -42,6 +42,9 @@ func LockTx(ctx context.Context, c Conn, m Mode, tags []Tag, label string) error
 			if deadline, ok := ctx.Deadline(); ok {
 				wait = min(wait, time.Until(deadline))
 			}
+			if wait <= 0 { // the deadline has passed; its timer has not fired yet
+				return fmt.Errorf("alock: %s: %w", op, context.DeadlineExceeded)
+			}
 		}
 		sql := xactLockSQL(m, tags, wait, restore)
 		cancelled, err := run(ctx, c, interrupt, func(q context.Context) error { return c.Exec(q, sql, nil) })
@@ -71,7 +74,7 @@ func TryLockTx(ctx context.Context, c Conn, m Mode, tags []Tag, label string) (b
 	if err := checkTx(ctx, c, op, tags); err != nil || len(tags) == 0 {
 		return err == nil, err
 	}
-	if _, err := run(ctx, c, interrupt, func(q context.Context) error {
+	if _, err := run(ctx, c, finish, func(q context.Context) error {
 		return c.Exec(q, "SAVEPOINT "+txSavepoint, nil)
 	}); err != nil {
 		return false, describe(op, ctx, false, c, err)
@@ -82,7 +85,7 @@ func TryLockTx(ctx context.Context, c Conn, m Mode, tags []Tag, label string) (b
 		flags, err = c.QueryText(q, st.sql, st.args)
 		return err
 	})
-	taken, ok := parseFlags(flags, len(tags))
+	_, ok := parseFlags(flags, len(tags))
 	if err == nil && ok && !strings.Contains(flags, "0") {
 		_, err = run(ctx, c, finish, func(q context.Context) error {
 			return c.Exec(q, "RELEASE SAVEPOINT "+txSavepoint, nil)
@@ -98,7 +101,7 @@ func TryLockTx(ctx context.Context, c Conn, m Mode, tags []Tag, label string) (b
 		return false, describe(op, ctx, cancelled, c, err)
 	}
 	if !ok {
-		return false, fmt.Errorf("alock: %s: unexpected result %q for %d ids", op, flags, len(taken))
+		return false, fmt.Errorf("alock: %s: unexpected result %q for %d ids", op, flags, len(tags))
 	}
 	return false, nil
 }
