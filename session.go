@@ -1,0 +1,216 @@
+package alock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/pgalock/alock/internal/core"
+)
+
+// Session is one dedicated database session that watches over its locks.
+//
+// Open connects it; NewExclusive and NewShare make Locks on it. Unlike Locks
+// on a plain *pgx.Conn, a Session's Locks are safe for use by many
+// goroutines at once: the Session serialises its connection, so one
+// goroutine's waiting Acquire makes the others' operations wait their turn
+// (their contexts still bound that wait). All Locks of a Session share one
+// database session, so they never block each other: a Session gives mutual
+// exclusion between sessions (processes, machines), not between the
+// goroutines that share it.
+//
+// While the connection is idle a watchdog parks a read on it, which wakes at
+// once when the server ends the session (pg_terminate_backend, restart,
+// crash) or the socket closes, and probes the server every
+// KeepaliveInterval, which also defeats idle_session_timeout and idle
+// reapers. When the session is lost, Done closes, Err says why, every held
+// Lock's Lost channel closes, Locked turns false and Release returns an
+// error wrapping ErrLost. A Session never reconnects: open a new one, and
+// acquire again, which yields a new fencing token.
+type Session struct {
+	conn *pgx.Conn
+	opts SessionOptions
+
+	busy    chan struct{} // a token: whoever holds it uses conn
+	waiting atomic.Int32  // operations waiting for busy
+	lastUse atomic.Int64  // unix nanoseconds of the last operation's end
+
+	parkMu sync.Mutex
+	park   context.CancelFunc // interrupts the watchdog's parked read
+
+	mu      sync.Mutex
+	held    map[*core.Lock]struct{}
+	err     error
+	done    chan struct{}
+	closing chan struct{}
+	watched chan struct{} // closed when the watchdog has ended
+}
+
+// SessionOptions are a Session's optional settings; the zero value (or a nil
+// *SessionOptions) gives the defaults.
+type SessionOptions struct {
+	// KeepaliveInterval is how long the session may stay idle before the
+	// watchdog probes it with a round trip. Default 5 s; negative disables
+	// the probes (the parked read still notices a closed session at once).
+	KeepaliveInterval time.Duration
+	// KeepaliveTimeout bounds a probe; a probe that does not return within it
+	// means the session is lost. A silently cut network is therefore
+	// signalled within KeepaliveInterval + KeepaliveTimeout of the last
+	// round trip (10 s with the defaults). Default 5 s. It also sets the TCP
+	// keepalive of the connection, which bounds the same failure while an
+	// Acquire waits.
+	KeepaliveTimeout time.Duration
+	// Fencing makes every acquisition draw a fencing token (see Lock.Token)
+	// from the sequence FenceSequence, which Open creates if it is missing.
+	// It costs one more round trip per acquisition.
+	Fencing bool
+	// FenceSequence names the sequence of fencing tokens, optionally
+	// schema-qualified. Default "alock_fence".
+	FenceSequence string
+	// AllowStandby lets the session take locks on a hot standby, whose locks
+	// the primary never sees. Default false: Open returns ErrStandby.
+	AllowStandby bool
+	// Logger, if set, receives the session's events: loss at Warn, Close at
+	// Info, acquisitions at Debug.
+	Logger *slog.Logger
+	// Tracer, if set, is told of every acquisition, release and loss.
+	Tracer Tracer
+}
+
+// defaults fills in the documented defaults.
+func (o SessionOptions) defaults() SessionOptions {
+	if o.KeepaliveInterval == 0 {
+		o.KeepaliveInterval = 5 * time.Second
+	}
+	if o.KeepaliveTimeout <= 0 {
+		o.KeepaliveTimeout = 5 * time.Second
+	}
+	if o.FenceSequence == "" {
+		o.FenceSequence = "alock_fence"
+	}
+	return o
+}
+
+// NewExclusive returns an unheld Lock in Exclusive mode over ids on the
+// session, as alock.NewExclusive, safe for concurrent use.
+func (s *Session) NewExclusive(ids ...ID) *Lock { return s.newLock(Exclusive, ids) }
+
+// NewShare returns an unheld Lock in Share mode over ids on the session, as
+// alock.NewShare, safe for concurrent use.
+func (s *Session) NewShare(ids ...ID) *Lock { return s.newLock(Share, ids) }
+
+func (s *Session) newLock(m Mode, ids []ID) *Lock {
+	opts := core.Options{Guard: sessionGuard{s}}
+	if s.opts.Fencing {
+		opts.Fence = s.opts.FenceSequence
+	}
+	l := newLockOn(sessionConn{pgxConn{s.conn}, s}, m, ids, opts)
+	l.session = s
+	return l
+}
+
+// Done returns a channel closed when the session has ended, and with it
+// every lock it held: lost, or closed by Close.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Err returns nil while the session is alive, and then why it ended: an
+// error wrapping ErrLost (and the cause, e.g. the server's FATAL error).
+func (s *Session) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Close ends the session: the server releases every lock it holds, and
+// every held Lock reports the loss. It waits for operations in progress,
+// bounded by ctx, then closes the connection anyway. Safe to call twice.
+func (s *Session) Close(ctx context.Context) error {
+	s.mu.Lock()
+	select {
+	case <-s.closing:
+	default:
+		close(s.closing)
+	}
+	s.mu.Unlock()
+	s.interruptPark()
+	<-s.watched
+	select {
+	case s.busy <- struct{}{}:
+		defer func() { <-s.busy }()
+	case <-ctx.Done():
+	}
+	err := s.conn.Close(context.WithoutCancel(ctx))
+	s.lose(errSessionClosed)
+	s.log(slog.LevelInfo, "alock: session closed")
+	return err
+}
+
+var errSessionClosed = fmt.Errorf("alock: session closed: %w", ErrLost)
+
+// lose ends the session for cause (once): Done closes and every held Lock
+// is marked lost.
+func (s *Session) lose(cause error) {
+	s.mu.Lock()
+	if s.err != nil {
+		s.mu.Unlock()
+		return
+	}
+	if !errors.Is(cause, ErrLost) {
+		cause = fmt.Errorf("alock: session lost: %w: %w", ErrLost, cause)
+	}
+	s.err = cause
+	held := make([]*core.Lock, 0, len(s.held))
+	for l := range s.held {
+		held = append(held, l)
+	}
+	close(s.done)
+	s.mu.Unlock()
+	_ = s.conn.Close(context.Background())
+	for _, l := range held {
+		l.MarkLost()
+	}
+	if cause != errSessionClosed {
+		s.log(slog.LevelWarn, "alock: session lost", "err", cause, "locks", len(held))
+		if s.opts.Tracer != nil {
+			s.opts.Tracer.Lost(s, cause)
+		}
+	}
+}
+
+// lost reports whether the session has ended.
+func (s *Session) lost() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *Session) log(level slog.Level, msg string, args ...any) {
+	if s.opts.Logger != nil {
+		s.opts.Logger.Log(context.Background(), level, msg, args...)
+	}
+}
+
+// sessionConn is the Session's connection as its Locks see it: closed once
+// the session is lost, and a close for doubt ends the session.
+type sessionConn struct {
+	pgxConn
+	s *Session
+}
+
+// Closed reports the session lost. Locked calls it from any goroutine, so it
+// must not read the *pgx.Conn (whose IsClosed is not safe for concurrent
+// use); Exit and the watchdog turn a closed connection into a lost session.
+func (c sessionConn) Closed() bool { return c.s.lost() }
+
+func (c sessionConn) Close(ctx context.Context) {
+	c.pgxConn.Close(ctx)
+	c.s.lose(errors.New("closed because its lock state was in doubt"))
+}

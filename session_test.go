@@ -1,0 +1,118 @@
+package alock_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pgalock/alock"
+	"github.com/pgalock/alock/internal/pgtest"
+)
+
+// openSession opens a Session on dsn, closed at the end of the test.
+func openSession(t *testing.T, dsn string, opts *alock.SessionOptions) *alock.Session {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := alock.Open(ctx, dsn, opts)
+	if err != nil {
+		pgtest.Fatalf(t, "Open: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	return s
+}
+
+// sessionPID returns the backend pid of s, as the server reports it.
+func sessionPID(t *testing.T, dsn string, want int) uint32 {
+	t.Helper()
+	admin := pgtest.Connect(t, dsn)
+	var pid uint32
+	if err := admin.QueryRow(context.Background(),
+		"SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND granted", want).Scan(&pid); err != nil {
+		t.Fatalf("find the session's backend by its lock %d: %v", want, err)
+	}
+	return pid
+}
+
+// expectLost waits for l's Lost channel and s's Done, both within bound,
+// and returns how long the loss took to be signalled.
+func expectLost(t *testing.T, s *alock.Session, l *alock.Lock, bound time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	select {
+	case <-l.Lost():
+	case <-time.After(bound):
+		pgtest.Fatalf(t, "Lost not closed within %v", bound)
+	}
+	took := time.Since(start)
+	select {
+	case <-s.Done():
+	case <-time.After(bound):
+		t.Fatal("Done not closed after Lost")
+	}
+	if !errors.Is(s.Err(), alock.ErrLost) {
+		t.Fatalf("Err: %v, want ErrLost", s.Err())
+	}
+	if l.Locked() {
+		t.Fatal("Locked after the loss")
+	}
+	if err := l.Release(context.Background()); !errors.Is(err, alock.ErrLost) {
+		t.Fatalf("Release after the loss: %v, want ErrLost", err)
+	}
+	return took
+}
+
+func TestSessionSignalsTerminatedBackend(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	s := openSession(t, dsn, nil)
+	l := s.NewExclusive(alock.Key(1))
+	if err := l.Acquire(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	pid := sessionPID(t, dsn, 1)
+	time.Sleep(100 * time.Millisecond) // let the watchdog park
+	admin := pgtest.Connect(t, dsn)
+	start := time.Now()
+	if _, err := admin.Exec(context.Background(), "SELECT pg_terminate_backend($1)", pid); err != nil {
+		t.Fatal(err)
+	}
+	expectLost(t, s, l, time.Second)
+	t.Logf("terminated backend signalled after %v", time.Since(start))
+	var free bool
+	if err := admin.QueryRow(context.Background(), "SELECT pg_try_advisory_lock(1)").Scan(&free); err != nil || !free {
+		t.Fatalf("another session could not take the lock: %v %v", free, err)
+	}
+}
+
+func TestSessionLocksAreSafeForConcurrentUse(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	s := openSession(t, dsn, nil)
+	shared := s.NewShare(alock.Key(1))
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			own := s.NewExclusive(alock.Key(int64(100 + g)))
+			for range 20 {
+				if err := own.Do(context.Background(), func(context.Context) error {
+					_ = own.Locked()
+					return shared.Do(context.Background(), func(context.Context) error { return nil })
+				}); err != nil {
+					t.Error(err)
+					return
+				}
+				time.Sleep(time.Duration(g) * time.Millisecond)
+			}
+		})
+	}
+	wg.Wait()
+	if shared.Locked() {
+		t.Fatal("shared still Locked")
+	}
+	if err := s.Err(); err != nil {
+		t.Fatalf("session lost: %v", err)
+	}
+}
