@@ -127,8 +127,9 @@ func (s *Session) Err() error {
 }
 
 // Close ends the session: the server releases every lock it holds, and
-// every held Lock reports the loss. It waits for operations in progress,
-// bounded by ctx, then closes the connection anyway. Safe to call twice.
+// every held Lock reports the loss. It waits for the operation in progress,
+// if any; once ctx ends it breaks that operation off (which then fails).
+// Safe to call twice.
 func (s *Session) Close(ctx context.Context) error {
 	s.mu.Lock()
 	select {
@@ -141,9 +142,12 @@ func (s *Session) Close(ctx context.Context) error {
 	<-s.watched
 	select {
 	case s.busy <- struct{}{}:
-		defer func() { <-s.busy }()
 	case <-ctx.Done():
+		// Break off the operation in progress: its read fails and it ends.
+		_ = s.conn.PgConn().Conn().SetDeadline(time.Now())
+		s.busy <- struct{}{}
 	}
+	defer func() { <-s.busy }()
 	err := s.conn.Close(context.WithoutCancel(ctx))
 	s.lose(errSessionClosed)
 	s.log(slog.LevelInfo, "alock: session closed")
@@ -152,8 +156,8 @@ func (s *Session) Close(ctx context.Context) error {
 
 var errSessionClosed = fmt.Errorf("alock: session closed: %w", ErrLost)
 
-// lose ends the session for cause (once): Done closes and every held Lock
-// is marked lost.
+// lose ends the session for cause (once): every held Lock is marked lost,
+// the hooks are told, and Done closes.
 func (s *Session) lose(cause error) {
 	s.mu.Lock()
 	if s.err != nil {
@@ -168,7 +172,6 @@ func (s *Session) lose(cause error) {
 	for l := range s.held {
 		held = append(held, l)
 	}
-	close(s.done)
 	s.mu.Unlock()
 	_ = s.conn.Close(context.Background())
 	for _, l := range held {
@@ -180,6 +183,7 @@ func (s *Session) lose(cause error) {
 			s.opts.Tracer.Lost(s, cause)
 		}
 	}
+	close(s.done) // last: whoever waits on Done sees the rest done
 }
 
 // lost reports whether the session has ended.

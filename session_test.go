@@ -3,6 +3,9 @@ package alock_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -116,3 +119,75 @@ func TestSessionLocksAreSafeForConcurrentUse(t *testing.T) {
 		t.Fatalf("session lost: %v", err)
 	}
 }
+
+// recordingTracer records the events a Tracer is told of.
+type recordingTracer struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (r *recordingTracer) add(e string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, e)
+}
+
+func (r *recordingTracer) AcquireStart(ctx context.Context, l *alock.Lock) context.Context {
+	r.add("start " + l.String())
+	return ctx
+}
+
+func (r *recordingTracer) AcquireEnd(_ context.Context, l *alock.Lock, acquired bool, err error) {
+	r.add(fmt.Sprintf("end %s %v %v", l, acquired, err))
+}
+
+func (r *recordingTracer) Release(_ context.Context, l *alock.Lock, err error) {
+	r.add(fmt.Sprintf("release %s %v", l, err))
+}
+
+func (r *recordingTracer) Lost(_ *alock.Session, err error) { r.add("lost " + err.Error()) }
+
+func TestSessionTracerAndLogger(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	tracer := &recordingTracer{}
+	var logged strings.Builder
+	var logMu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return logged.Write(p)
+	}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s := openSession(t, dsn, &alock.SessionOptions{Tracer: tracer, Logger: logger})
+	l := s.NewExclusive(alock.Key(3))
+	if err := l.Do(context.Background(), func(context.Context) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Acquire(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	admin := pgtest.Connect(t, dsn)
+	if _, err := admin.Exec(context.Background(), "SELECT pg_terminate_backend($1)", sessionPID(t, dsn, 3)); err != nil {
+		t.Fatal(err)
+	}
+	<-s.Done()
+	tracer.mu.Lock()
+	got := strings.Join(tracer.events, "\n")
+	tracer.mu.Unlock()
+	want := []string{"start exclusive [Key(3)]", "end exclusive [Key(3)] true <nil>", "release exclusive [Key(3)] <nil>", "lost alock: session lost"}
+	for _, w := range want {
+		if !strings.Contains(got, w) {
+			t.Errorf("tracer events lack %q:\n%s", w, got)
+		}
+	}
+	logMu.Lock()
+	defer logMu.Unlock()
+	if !strings.Contains(logged.String(), "level=WARN msg=\"alock: session lost\"") {
+		t.Errorf("logger did not report the loss:\n%s", logged.String())
+	}
+}
+
+// writerFunc is an io.Writer made of a function.
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

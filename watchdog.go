@@ -22,9 +22,11 @@ func (s *Session) watch() {
 			return
 		}
 		err := s.parkOrProbe()
+		if err != nil {
+			s.lose(err) // with the connection in hand: lose closes it
+		}
 		<-s.busy
 		if err != nil {
-			s.lose(err)
 			return
 		}
 	}
