@@ -91,3 +91,35 @@ func lockCycle(b *testing.B, l *alock.Lock) func() {
 		}
 	}
 }
+
+// BenchmarkSessionCycle measures a Session Lock's Acquire/Release cycle
+// against the same cycle of a Lock on a plain *pgx.Conn, interleaved in one
+// loop, and reports the ratio of ops/s (target >= 0.9).
+func BenchmarkSessionCycle(b *testing.B) {
+	dsn := pgtest.NewDatabase(b)
+	ctx := context.Background()
+	s, err := alock.Open(ctx, dsn, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close(ctx)
+	cycles := []func(){
+		lockCycle(b, alock.NewExclusive(pgtest.Connect(b, dsn), alock.Key(1))),
+		lockCycle(b, s.NewExclusive(alock.Key(2))),
+	}
+	spent := make([]time.Duration, len(cycles))
+	for _, cycle := range cycles {
+		cycle()
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		for i, cycle := range cycles {
+			start := time.Now()
+			cycle()
+			spent[i] += time.Since(start)
+		}
+	}
+	b.ReportMetric(float64(spent[0])/float64(b.N), "conn-ns/cycle")
+	b.ReportMetric(float64(spent[1])/float64(b.N), "session-ns/cycle")
+	b.ReportMetric(float64(spent[0])/float64(spent[1]), "session/conn-ops")
+}

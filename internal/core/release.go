@@ -8,12 +8,17 @@ import (
 
 // Release gives back one acquisition; the last one unlocks on the server.
 //
-// The wait for a guarded session is bounded by CleanupTimeout, not ctx.
+// A guarded session is waited for until ctx ends (the Lock then stays held),
+// or, if ctx has already ended, for CleanupTimeout.
 func (l *Lock) Release(ctx context.Context) error {
 	op := "release " + l.label
-	cctx, cancel := cleanupContext(ctx)
-	defer cancel()
-	if err := l.enter(cctx); err != nil {
+	wait := ctx
+	if ctx.Err() != nil && l.guard != nil {
+		var cancel context.CancelFunc
+		wait, cancel = cleanupContext(ctx)
+		defer cancel()
+	}
+	if err := l.enter(wait); err != nil {
 		return fmt.Errorf("alock: %s: waiting for the session: %w", op, err)
 	}
 	defer l.exit()
