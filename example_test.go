@@ -132,3 +132,83 @@ func ExampleLockTx() {
 	}
 	// Output: account 42 is ours until the transaction ends
 }
+
+// A fencing token lets the protected resource turn away a holder that lost
+// its lock without noticing (paused, partitioned): each write carries the
+// token, and the resource accepts none older than the newest it has seen.
+func ExampleLock_Token() {
+	ctx := context.Background()
+	s, err := alock.Open(ctx, os.Getenv("DATABASE_URL"), &alock.SessionOptions{Fencing: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer s.Close(ctx)
+
+	db := connect(ctx) // where the protected resource lives
+	defer db.Close(ctx)
+	_, err = db.Exec(ctx, `CREATE TABLE IF NOT EXISTS report (id int PRIMARY KEY, body text, token bigint NOT NULL);
+		INSERT INTO report VALUES (1, '', 0) ON CONFLICT (id) DO NOTHING`)
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	l := s.NewExclusive(alock.Name("report"))
+	if err := l.Acquire(ctx); err != nil {
+		log.Fatal(err)
+	}
+	defer l.Release(ctx)
+
+	const guarded = `UPDATE report SET body = $1, token = $2 WHERE id = 1 AND token <= $2`
+	tag, err := db.Exec(ctx, guarded, "fresh", l.Token())
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("holder's write accepted:", tag.RowsAffected() == 1)
+
+	// A holder that lost the lock earlier has an older token.
+	tag, err = db.Exec(ctx, guarded, "stale", l.Token()-1)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("stale write accepted:", tag.RowsAffected() == 1)
+	// Output:
+	// holder's write accepted: true
+	// stale write accepted: false
+}
+
+// A Session notices a lost session while idle, and says so on Done and on
+// each held Lock's Lost channel.
+func ExampleSession() {
+	ctx := context.Background()
+	s, err := alock.Open(ctx, os.Getenv("DATABASE_URL"), nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer s.Close(ctx)
+
+	leader := s.NewExclusive(alock.Name("leader"))
+	ok, err := leader.TryAcquire(ctx)
+	if err != nil || !ok {
+		log.Fatal("not the leader: ", err)
+	}
+	fmt.Println("leading")
+
+	// Elsewhere, an administrator ends the session.
+	admin := connect(ctx)
+	defer admin.Close(ctx)
+	_, err = admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks
+		WHERE locktype = 'advisory' AND objid = $1::bigint & 4294967295`, alock.NameKey("leader"))
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	select {
+	case <-leader.Lost():
+		fmt.Println("lost the lead:", errors.Is(s.Err(), alock.ErrLost))
+	case <-time.After(5 * time.Second):
+		fmt.Println("still leading?")
+	}
+	// Output:
+	// leading
+	// lost the lead: true
+}
