@@ -19,6 +19,29 @@
 // program is not told until it next uses the connection: [Lock.Release] then
 // returns an error wrapping [ErrLost] and [Lock.Locked] turns false.
 //
+// # Sessions: knowing when locks are lost
+//
+// A [Session] (see [Open]) owns one dedicated connection and watches it:
+// while it is idle a watchdog parks a read that wakes as soon as the server
+// ends the session or the socket closes, and probes the server every
+// KeepaliveInterval, which also bounds a silently cut network and defeats
+// idle_session_timeout. On loss, [Session.Done] and every held Lock's
+// [Lock.Lost] close, and [Session.Err] says why. A Session never reconnects
+// and re-locks behind the program's back. Its Locks are safe for concurrent
+// use; they share one database session, so they exclude other sessions,
+// not each other.
+//
+// # Fencing
+//
+// No lock service can stop a holder that was paused or partitioned from
+// acting after its lock was granted to someone else. With
+// SessionOptions.Fencing every acquisition draws a token from a sequence
+// ([Lock.Token]); tokens grow with every grant, across holders and server
+// restarts, so the protected resource can reject a write that carries an
+// older token than the newest it has accepted (see the example of
+// Lock.Token). An asynchronous standby promoted after a failover may have
+// missed the last tokens drawn and hand them out again.
+//
 // # Connections and pools
 //
 // Lock and unlock must run on the same session, so a Lock takes a
@@ -26,8 +49,9 @@
 // used, but it must not go back to the pool while a Lock on it is held: the
 // next borrower would silently share the locks. Transaction-mode poolers
 // such as PgBouncer in pool_mode=transaction move statements between server
-// sessions and break session locks entirely; so does a hot standby, whose
-// locks the primary never sees.
+// sessions and break session locks entirely (use [LockTx] there); so does a
+// hot standby, whose locks the primary never sees. [Open] refuses both
+// ([ErrPooler], [ErrStandby]).
 //
 // # Cancellation
 //
