@@ -107,7 +107,7 @@ func Start(ctx context.Context, target *pgserver.Server, dbname string, opts *Op
 	if err != nil {
 		return nil, err
 	}
-	cred, err := credential()
+	cred, err := pgserver.Credential()
 	if err != nil {
 		return nil, err
 	}

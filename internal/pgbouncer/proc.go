@@ -5,9 +5,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 )
@@ -54,27 +52,6 @@ func binary() (string, error) {
 	}
 	return "", fmt.Errorf("%w (looked in PATH and /usr/sbin; install it, e.g. scripts/install-postgres.sh "+
 		"or apt-get install pgbouncer)", ErrNotInstalled)
-}
-
-// credential returns the credential of the "postgres" OS user when running
-// as root, and nil (run as ourselves) otherwise.
-func credential() (*syscall.Credential, error) {
-	if os.Geteuid() != 0 {
-		return nil, nil
-	}
-	u, err := user.Lookup("postgres")
-	if err != nil {
-		return nil, fmt.Errorf("pgbouncer: running as root needs a \"postgres\" OS user to run pgbouncer: %w", err)
-	}
-	uid, err := strconv.ParseUint(u.Uid, 10, 32)
-	if err != nil {
-		return nil, fmt.Errorf("pgbouncer: uid of user postgres: %w", err)
-	}
-	gid, err := strconv.ParseUint(u.Gid, 10, 32)
-	if err != nil {
-		return nil, fmt.Errorf("pgbouncer: gid of user postgres: %w", err)
-	}
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }
 
 // makeDir creates the bouncer's directory under os.TempDir with its auth

@@ -16,15 +16,16 @@ import (
 // logTail is how much of a log Log and error messages include.
 const logTail = 16 << 10
 
-// serverCredential returns the credential of the "postgres" OS user when
-// running as root, and nil (run as ourselves) otherwise.
-func serverCredential() (*syscall.Credential, error) {
+// Credential returns the credential of the "postgres" OS user when running
+// as root, and nil (run as ourselves) otherwise: PostgreSQL's programs (and
+// PgBouncer) refuse to run as root.
+func Credential() (*syscall.Credential, error) {
 	if os.Geteuid() != 0 {
 		return nil, nil
 	}
 	u, err := user.Lookup("postgres")
 	if err != nil {
-		return nil, fmt.Errorf("pgserver: running as root needs a \"postgres\" OS user to run the server: %w", err)
+		return nil, fmt.Errorf("pgserver: running as root needs a \"postgres\" OS user to run PostgreSQL's programs: %w", err)
 	}
 	uid, err := strconv.ParseUint(u.Uid, 10, 32)
 	if err != nil {

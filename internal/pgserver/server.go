@@ -74,7 +74,7 @@ func Start(ctx context.Context, opts *Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	cred, err := serverCredential()
+	cred, err := Credential()
 	if err != nil {
 		return nil, err
 	}
