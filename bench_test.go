@@ -4,7 +4,6 @@ import (
 	"context"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgalock/alock"
@@ -65,17 +64,8 @@ func BenchmarkCycle(b *testing.B) {
 		cycles := make([]func(), len(cases))
 		for i, c := range cases {
 			cycles[i] = c.cycle(b, conn)
-			cycles[i]()
 		}
-		spent := make([]time.Duration, len(cases))
-		b.ResetTimer()
-		for b.Loop() {
-			for i, cycle := range cycles {
-				start := time.Now()
-				cycle()
-				spent[i] += time.Since(start)
-			}
-		}
+		spent := pgtest.Interleave(b, cycles...)
 		b.ReportMetric(float64(spent[0])/float64(spent[1]), "1id/raw-ops")
 		b.ReportMetric(float64(spent[1])/float64(spent[2]), "8ids/1id-ops")
 	})
@@ -103,22 +93,9 @@ func BenchmarkSessionCycle(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer s.Close(ctx)
-	cycles := []func(){
+	spent := pgtest.Interleave(b,
 		lockCycle(b, alock.NewExclusive(pgtest.Connect(b, dsn), alock.Key(1))),
-		lockCycle(b, s.NewExclusive(alock.Key(2))),
-	}
-	spent := make([]time.Duration, len(cycles))
-	for _, cycle := range cycles {
-		cycle()
-	}
-	b.ResetTimer()
-	for b.Loop() {
-		for i, cycle := range cycles {
-			start := time.Now()
-			cycle()
-			spent[i] += time.Since(start)
-		}
-	}
+		lockCycle(b, s.NewExclusive(alock.Key(2))))
 	b.ReportMetric(float64(spent[0])/float64(b.N), "conn-ns/cycle")
 	b.ReportMetric(float64(spent[1])/float64(b.N), "session-ns/cycle")
 	b.ReportMetric(float64(spent[0])/float64(spent[1]), "session/conn-ops")

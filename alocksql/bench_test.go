@@ -3,7 +3,6 @@ package alocksql_test
 import (
 	"context"
 	"testing"
-	"time"
 
 	"github.com/pgalock/alock"
 	"github.com/pgalock/alock/alocksql"
@@ -23,7 +22,7 @@ func BenchmarkCycle(b *testing.B) {
 			raw := openSession(b, name, dsn)
 			lib := openSession(b, name, dsn)
 			l := alocksql.NewExclusive(lib.c, alock.Key(1))
-			cycles := []func(){
+			spent := pgtest.Interleave(b,
 				func() {
 					if _, err := raw.c.ExecContext(ctx, "select pg_advisory_lock($1)", int64(2)); err != nil {
 						b.Fatal(err)
@@ -39,20 +38,7 @@ func BenchmarkCycle(b *testing.B) {
 					if err := l.Release(ctx); err != nil {
 						b.Fatal(err)
 					}
-				},
-			}
-			spent := make([]time.Duration, len(cycles))
-			for _, cycle := range cycles {
-				cycle()
-			}
-			b.ResetTimer()
-			for b.Loop() {
-				for i, cycle := range cycles {
-					start := time.Now()
-					cycle()
-					spent[i] += time.Since(start)
-				}
-			}
+				})
 			b.ReportMetric(float64(spent[0])/float64(b.N), "sql-raw-ns/cycle")
 			b.ReportMetric(float64(spent[1])/float64(b.N), "alocksql-ns/cycle")
 			b.ReportMetric(float64(spent[0])/float64(spent[1]), "alocksql/sql-raw-ops")
