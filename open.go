@@ -89,12 +89,27 @@ func check(ctx context.Context, conn *pgx.Conn, o SessionOptions) error {
 		return fmt.Errorf("alock: open: %w", ErrStandby)
 	}
 	if o.Fencing {
-		name := pgx.Identifier(strings.Split(o.FenceSequence, ".")).Sanitize()
-		if _, err := conn.Exec(ctx, "CREATE SEQUENCE IF NOT EXISTS "+name); err != nil {
-			return fmt.Errorf("alock: open: create the fencing sequence %s: %w", name, err)
-		}
+		return createFence(ctx, conn, o.FenceSequence)
 	}
 	return nil
+}
+
+// createFence creates the fencing sequence if it is missing. CREATE SEQUENCE
+// IF NOT EXISTS is not safe against a concurrent creator, which makes it
+// fail with a unique violation (23505) or "already exists" (42P07) once the
+// other has committed: then it exists, as a second try confirms.
+func createFence(ctx context.Context, conn *pgx.Conn, sequence string) error {
+	name := pgx.Identifier(strings.Split(sequence, ".")).Sanitize()
+	var err error
+	for range 3 {
+		if _, err = conn.Exec(ctx, "CREATE SEQUENCE IF NOT EXISTS "+name); err == nil {
+			return nil
+		}
+		if state := core.SQLState(err); state != "23505" && state != "42P07" {
+			break
+		}
+	}
+	return fmt.Errorf("alock: open: create the fencing sequence %s: %w", name, err)
 }
 
 // errPooler says which backend answered for which.

@@ -191,3 +191,22 @@ func TestSessionTracerAndLogger(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestConcurrentFencedOpens opens fenced Sessions at once on a database
+// without the fencing sequence: they race to create it, and all succeed.
+func TestConcurrentFencedOpens(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			s, err := alock.Open(context.Background(), dsn, &alock.SessionOptions{Fencing: true})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			_ = s.Close(context.Background())
+		})
+	}
+	wg.Wait()
+}
