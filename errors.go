@@ -1,6 +1,10 @@
 package alock
 
-import "github.com/pgalock/alock/internal/core"
+import (
+	"time"
+
+	"github.com/pgalock/alock/internal/core"
+)
 
 // Errors returned by this package and by alocksql. Match them with
 // errors.Is: the errors returned wrap them with detail (which ids, which
@@ -32,7 +36,7 @@ var (
 // the whole cluster (7,808 with PostgreSQL 15's defaults, and it can borrow
 // spare shared memory beyond that); once it is full, no session can take any
 // lock, nor can new sessions connect.
-const MaxIDs = core.MaxIDs
+const MaxIDs = 64
 
 // CleanupTimeout bounds the clean-up done after a caller's context has ended
 // or an acquisition has failed: delivering a cancel request, waiting for the
@@ -41,4 +45,4 @@ const MaxIDs = core.MaxIDs
 // too, as is the Release of Do; a Release under a context that can never end
 // waits as long as the network does, like any pgx call. A session that
 // cannot be brought to a known state within it is closed.
-const CleanupTimeout = core.CleanupTimeout
+const CleanupTimeout = 5 * time.Second

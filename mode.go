@@ -1,10 +1,6 @@
 package alock
 
-import (
-	"strconv"
-
-	"github.com/pgalock/alock/internal/core"
-)
+import "strconv"
 
 // Mode is an advisory lock mode.
 type Mode uint8
@@ -12,10 +8,10 @@ type Mode uint8
 const (
 	// Exclusive conflicts with every other session's hold of the same id,
 	// exclusive or share (pg_advisory_lock).
-	Exclusive Mode = Mode(core.Exclusive)
+	Exclusive Mode = iota
 	// Share coexists with other sessions' share holds and conflicts with
 	// exclusive ones (pg_advisory_lock_shared).
-	Share Mode = Mode(core.Share)
+	Share
 )
 
 // String returns "exclusive" or "share".
