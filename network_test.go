@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,9 +16,9 @@ import (
 	"github.com/pgalock/alock/internal/pgtest"
 )
 
-// connectThrough opens a connection to dsn's database through a TCP proxy
-// that the test can cut.
-func connectThrough(t *testing.T, dsn string) (*pgx.Conn, *netproxy.Proxy) {
+// throughProxy starts a proxy to dsn's server and returns it with a DSN that
+// connects through it.
+func throughProxy(t *testing.T, dsn string) (*netproxy.Proxy, string) {
 	t.Helper()
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
@@ -31,15 +33,28 @@ func connectThrough(t *testing.T, dsn string) (*pgx.Conn, *netproxy.Proxy) {
 		t.Fatal(err)
 	}
 	t.Cleanup(proxy.Close)
-	cfg.Host, cfg.Port, cfg.Fallbacks = "127.0.0.1", uint16(proxy.Addr().Port), nil
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		pgtest.Fatalf(t, "connect through proxy: %v", err)
+	port := strconv.Itoa(proxy.Addr().Port)
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.Host = "127.0.0.1:" + port
+		q := u.Query()
+		q.Del("host")
+		q.Del("port")
+		u.RawQuery = q.Encode()
+		return proxy, u.String()
 	}
-	t.Cleanup(func() { _ = conn.Close(context.Background()) })
-	return conn, proxy
+	return proxy, dsn + " host=127.0.0.1 port=" + port
+}
+
+// connectThrough opens a connection to dsn's database through a TCP proxy
+// that the test can cut.
+func connectThrough(t *testing.T, dsn string) (*pgx.Conn, *netproxy.Proxy) {
+	t.Helper()
+	proxy, via := throughProxy(t, dsn)
+	return pgtest.Connect(t, via), proxy
 }
 
 // TestCutNetworkWhileWaiting cancels a wait whose connection has gone

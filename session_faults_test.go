@@ -3,13 +3,11 @@ package alock_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"testing"
 	"time"
 
 	"github.com/pgalock/alock"
-	"github.com/pgalock/alock/internal/netproxy"
 	"github.com/pgalock/alock/internal/pgbouncer"
 	"github.com/pgalock/alock/internal/pgserver"
 	"github.com/pgalock/alock/internal/pgtest"
@@ -69,15 +67,6 @@ func TestSessionSignalsRestart(t *testing.T) {
 	}
 }
 
-// proxiedDSN returns dsn routed through a proxy the test can cut.
-func proxiedDSN(t *testing.T, dsn string) (string, *netproxy.Proxy) {
-	t.Helper()
-	conn, proxy := connectThrough(t, dsn)
-	_ = conn.Close(context.Background())
-	cfg := conn.Config()
-	return fmt.Sprintf("host=127.0.0.1 port=%d user=%s dbname=%s sslmode=disable", proxy.Addr().Port, cfg.User, cfg.Database), proxy
-}
-
 // TestSessionSignalsCutNetwork cuts the network under an idle Session: a
 // silent partition is signalled within the keepalive bound, and while the
 // server still sees the session nobody else gets the lock; a reset is
@@ -89,7 +78,7 @@ func TestSessionSignalsCutNetwork(t *testing.T) {
 		t.Run(cut, func(t *testing.T) {
 			t.Parallel()
 			dsn := pgtest.NewDatabase(t)
-			via, proxy := proxiedDSN(t, dsn)
+			proxy, via := throughProxy(t, dsn)
 			s := openSession(t, via, &alock.SessionOptions{KeepaliveInterval: interval, KeepaliveTimeout: timeout})
 			l := s.NewExclusive(alock.Key(1))
 			if err := l.Acquire(context.Background()); err != nil {

@@ -42,6 +42,9 @@ import (
 // must not clobber the next holder's: the claim makes the count exact.
 const soakKeys = 3
 
+// TestHelperSoakWorker is a child process of TestSoakMutualExclusion: it
+// runs two workers (the first through the parent's proxy, if given) and
+// prints their events as JSON lines.
 func TestHelperSoakWorker(t *testing.T) {
 	dsn := os.Getenv("ALOCK_SOAK_DSN")
 	if dsn == "" {

@@ -7,15 +7,12 @@ import (
 	"math/rand/v2"
 	"net/url"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync/atomic"
-	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgalock/alock"
-	"github.com/pgalock/alock/internal/netproxy"
 )
 
 // soakSession is a Session a worker opened: its id is also its
@@ -299,40 +296,3 @@ func withParam(dsn, key, value string) string {
 	}
 	return dsn + " " + key + "=" + value // the last occurrence wins
 }
-
-// throughProxy starts a proxy to dsn's server and returns it with a DSN that
-// connects through it.
-func throughProxy(t *testing.T, dsn string) (*netproxy.Proxy, string) {
-	t.Helper()
-	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	host := cfg.Host
-	if strings.HasPrefix(host, "/") {
-		host = "127.0.0.1"
-	}
-	proxy, err := netproxy.Start(fmt.Sprintf("%s:%d", host, cfg.Port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(proxy.Close)
-	port := strconv.Itoa(proxy.Addr().Port)
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		u, err := url.Parse(dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		u.Host = "127.0.0.1:" + port
-		q := u.Query()
-		q.Del("host")
-		q.Del("port")
-		u.RawQuery = q.Encode()
-		return proxy, u.String()
-	}
-	return proxy, dsn + " host=127.0.0.1 port=" + port
-}
-
-// TestHelperSoakWorker is a child process of TestSoakMutualExclusion: it
-// runs two workers (the first through the parent's proxy, if given) and
-// prints their events as JSON lines.
