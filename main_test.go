@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgalock/alock"
+	"github.com/pgalock/alock/internal/locktest"
 	"github.com/pgalock/alock/internal/pgtest"
 )
 
@@ -31,31 +32,12 @@ func newSessions(t *testing.T, n int) []session {
 }
 
 // hold renders a granted server hold as "Key(1)/exclusive".
-func hold(id alock.ID, m alock.Mode) string { return id.String() + "/" + m.String() }
+func hold(id alock.ID, m alock.Mode) string { return locktest.Hold(id, m) }
 
-// serverHolds returns the server's view of what s holds (granted rows of
-// pg_locks for its backend), rendered like hold, with waiting rows marked
-// "(waiting)".
+// serverHolds returns the server's view of what s holds (pg_locks for its
+// backend), rendered like hold, with waiting rows marked "(waiting)".
 func serverHolds(t *testing.T, s session) []string {
-	t.Helper()
-	var out []string
-	for _, l := range pgtest.AdvisoryLocks(t, s.dsn, s.PgConn().PID()) {
-		id, ok := alock.FromLockTag(l.ClassID, l.ObjID, l.ObjSubID)
-		if !ok {
-			t.Fatalf("unexpected objsubid in %+v", l)
-		}
-		m := alock.Exclusive
-		if l.Mode == "ShareLock" {
-			m = alock.Share
-		}
-		h := hold(id, m)
-		if !l.Granted {
-			h += "(waiting)"
-		}
-		out = append(out, h)
-	}
-	slices.Sort(out)
-	return out
+	return locktest.Holds(t, s.dsn, s.PgConn().PID())
 }
 
 // expectHolds fails the test unless the server shows exactly want for s.

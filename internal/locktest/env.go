@@ -31,23 +31,29 @@ func (e *env) session() Session { return e.b.Open(e.t, e.dsn) }
 func (e *env) other() *pgx.Conn { return pgtest.Connect(e.t, e.dsn) }
 
 // hold renders a server hold as "Key(1)/exclusive".
-func hold(id alock.ID, m alock.Mode) string { return id.String() + "/" + m.String() }
+func hold(id alock.ID, m alock.Mode) string { return Hold(id, m) }
 
-// holds asks the server what pid holds (pg_locks), rendered like hold, with
-// waiting rows marked "(waiting)".
-func (e *env) holds(pid uint32) []string {
-	e.t.Helper()
+// Hold renders a server hold as "Key(1)/exclusive", as Holds does.
+func Hold(id alock.ID, m alock.Mode) string { return id.String() + "/" + m.String() }
+
+// holds asks the server what pid holds.
+func (e *env) holds(pid uint32) []string { return Holds(e.t, e.dsn, pid) }
+
+// Holds asks the server what backend pid holds in dsn's database (pg_locks),
+// rendered like Hold, with waiting rows marked "(waiting)", sorted.
+func Holds(t testing.TB, dsn string, pid uint32) []string {
+	t.Helper()
 	var out []string
-	for _, l := range pgtest.AdvisoryLocks(e.t, e.dsn, pid) {
+	for _, l := range pgtest.AdvisoryLocks(t, dsn, pid) {
 		id, ok := alock.FromLockTag(l.ClassID, l.ObjID, l.ObjSubID)
 		if !ok {
-			e.t.Fatalf("unexpected objsubid in %+v", l)
+			t.Fatalf("unexpected objsubid in %+v", l)
 		}
 		m := alock.Exclusive
 		if l.Mode == "ShareLock" {
 			m = alock.Share
 		}
-		h := hold(id, m)
+		h := Hold(id, m)
 		if !l.Granted {
 			h += "(waiting)"
 		}
