@@ -88,8 +88,8 @@ func (l *Lock) acquire(ctx context.Context, op string, try bool) (bool, error) {
 	addHolds(l.conn.Key(), l.mode, l.tags)
 	token, err := l.nextToken(ctx)
 	if err != nil {
-		dropHolds(l.conn.Key(), l.mode, l.tags)
-		return false, errors.Join(fmt.Errorf("alock: %s: fencing token: %w", op, err), l.unlock(ctx, l.tags, true))
+		freed := dropHolds(l.conn.Key(), l.mode, l.tags) // not another Lock's holds
+		return false, errors.Join(fmt.Errorf("alock: %s: fencing token: %w", op, err), l.unlock(ctx, freed, true))
 	}
 	l.setCount(1, token)
 	return true, nil
