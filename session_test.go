@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pgalock/alock"
+	"github.com/pgalock/alock/internal/locktest"
 	"github.com/pgalock/alock/internal/pgtest"
 )
 
@@ -209,4 +210,53 @@ func TestConcurrentFencedOpens(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestFencingTokens checks that tokens grow with every hold, stay for a
+// re-entrant one, and that an acquisition whose token cannot be drawn holds
+// nothing.
+func TestFencingTokens(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	s := openSession(t, dsn, &alock.SessionOptions{Fencing: true, FenceSequence: "public.test_fence"})
+	keep := s.NewShare(alock.Key(2))
+	l := s.NewExclusive(alock.Key(1), alock.Key(2))
+	if err := keep.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var last int64
+	for range 3 {
+		if err := l.Acquire(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Acquire(ctx); err != nil { // re-entrant: same hold
+			t.Fatal(err)
+		}
+		tok := l.Token()
+		if tok <= last {
+			t.Fatalf("token %d after %d", tok, last)
+		}
+		last = tok
+		if err := errors.Join(l.Release(ctx), l.Release(ctx)); err != nil {
+			t.Fatal(err)
+		}
+		if l.Token() != 0 {
+			t.Fatalf("Token of an unheld Lock: %d", l.Token())
+		}
+	}
+	admin := pgtest.Connect(t, dsn)
+	if _, err := admin.Exec(ctx, "DROP SEQUENCE public.test_fence"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Acquire(ctx); err == nil || !strings.Contains(err.Error(), "fencing token") {
+		t.Fatalf("Acquire without its sequence: %v, want a fencing token error", err)
+	}
+	if l.Locked() {
+		t.Fatal("Locked after a failed fenced Acquire")
+	}
+	// Only keep's share hold of Key(2) remains.
+	if got := locktest.Holds(t, dsn, sessionPID(t, dsn, 2)); len(got) != 1 || got[0] != hold(alock.Key(2), alock.Share) {
+		t.Fatalf("server shows %v, want only keep's hold", got)
+	}
 }
