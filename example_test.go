@@ -197,7 +197,8 @@ func ExampleSession() {
 	admin := connect(ctx)
 	defer admin.Close(ctx)
 	_, err = admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks
-		WHERE locktype = 'advisory' AND objid = $1::bigint & 4294967295`, alock.NameKey("leader"))
+		WHERE locktype = 'advisory' AND objid = $1::bigint & 4294967295
+		  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`, alock.NameKey("leader"))
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -163,7 +163,8 @@ func TestHelperHolder(t *testing.T) {
 	}
 	var backend uint32
 	if err := resource.QueryRow(ctx,
-		"SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = 7 AND granted").Scan(&backend); err != nil {
+		`SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = 7 AND granted
+		   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&backend); err != nil {
 		t.Fatal(err)
 	}
 	helperPrintf("holder pid=%d backend=%d token=%d", os.Getpid(), backend, l.Token())

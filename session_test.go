@@ -28,13 +28,15 @@ func openSession(t *testing.T, dsn string, opts *alock.SessionOptions) *alock.Se
 	return s
 }
 
-// sessionPID returns the backend pid of s, as the server reports it.
+// sessionPID returns the backend pid that holds Key(want) in dsn's database
+// (pg_locks is cluster-wide: other tests hold the same keys elsewhere).
 func sessionPID(t *testing.T, dsn string, want int) uint32 {
 	t.Helper()
 	admin := pgtest.Connect(t, dsn)
 	var pid uint32
 	if err := admin.QueryRow(context.Background(),
-		"SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND granted", want).Scan(&pid); err != nil {
+		`SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND granted
+		   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`, want).Scan(&pid); err != nil {
 		t.Fatalf("find the session's backend by its lock %d: %v", want, err)
 	}
 	return pid
