@@ -61,8 +61,6 @@ const (
 	readyTimeout = 30 * time.Second
 	// stopTimeout is how long Stop waits after SIGTERM before SIGKILL.
 	stopTimeout = 10 * time.Second
-	// logTail is how much of the log Log and error messages include.
-	logTail = 16 << 10
 )
 
 var dbnamePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -138,7 +136,7 @@ func launch(ctx context.Context, bin, dir string, cred *syscall.Credential, cfg 
 			return b, nil
 		}
 		b.kill()
-		inUse := strings.Contains(b.readLog(), "Address already in use")
+		inUse := strings.Contains(strings.TrimSpace(pgserver.LogTail(b.logFile)), "Address already in use")
 		if i == attempts || ctx.Err() != nil || !inUse {
 			return nil, err
 		}
@@ -155,7 +153,7 @@ func (b *Bouncer) waitReady(ctx context.Context, dbname string) error {
 		select {
 		case <-b.done:
 			return fmt.Errorf("pgbouncer: exited during startup (%v)\n--- pgbouncer log ---\n%s",
-				b.cmd.ProcessState, b.readLog())
+				b.cmd.ProcessState, strings.TrimSpace(pgserver.LogTail(b.logFile)))
 		default:
 		}
 		last = ping(ctx, b.ConnString(dbname))
@@ -166,12 +164,12 @@ func (b *Bouncer) waitReady(ctx context.Context, dbname string) error {
 		// pgbouncer's own checks) refused: retrying will not help.
 		if pgErr := (*pgconn.PgError)(nil); errors.As(last, &pgErr) {
 			return fmt.Errorf("pgbouncer: SELECT 1 through pgbouncer: %w\n--- pgbouncer log ---\n%s",
-				last, b.readLog())
+				last, strings.TrimSpace(pgserver.LogTail(b.logFile)))
 		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("pgbouncer: not accepting connections: %w (last error: %v)\n--- pgbouncer log ---\n%s",
-				ctx.Err(), last, b.readLog())
+				ctx.Err(), last, strings.TrimSpace(pgserver.LogTail(b.logFile)))
 		case <-b.done:
 		case <-time.After(20 * time.Millisecond):
 		}
@@ -199,7 +197,7 @@ func ping(ctx context.Context, connString string) error {
 // as a run-time parameter, which pgbouncer rejects).
 func (b *Bouncer) ConnString(dbname string) string {
 	return fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=%s sslmode=disable "+
-		"default_query_exec_mode=simple_protocol", b.port, quoteValue(dbname))
+		"default_query_exec_mode=simple_protocol", b.port, pgserver.QuoteValue(dbname))
 }
 
 // Port returns the 127.0.0.1 TCP port the bouncer listens on.
@@ -213,7 +211,7 @@ func (b *Bouncer) Log() string {
 	if b.stopped {
 		return b.finalLog
 	}
-	return b.readLog()
+	return strings.TrimSpace(pgserver.LogTail(b.logFile))
 }
 
 // Stop shuts pgbouncer down (SIGTERM, then SIGKILL if it has not exited
@@ -236,7 +234,7 @@ func (b *Bouncer) Stop() error {
 	case <-time.After(stopTimeout):
 		b.kill()
 	}
-	b.finalLog = b.readLog()
+	b.finalLog = strings.TrimSpace(pgserver.LogTail(b.logFile))
 	if err := os.RemoveAll(b.dir); err != nil {
 		return errors.Join(stopErr, fmt.Errorf("pgbouncer: remove %s: %w", b.dir, err))
 	}

@@ -2,12 +2,12 @@ package pgbouncer
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
+
+	"github.com/pgalock/alock/internal/pgserver"
 )
 
 // config is what pgbouncer.ini is generated from.
@@ -84,7 +84,7 @@ func makeDir(cred *syscall.Credential) (string, error) {
 // (truncated first). The returned Bouncer's done channel closes when the
 // process exits.
 func startProcess(bin, dir string, cred *syscall.Credential, cfg config) (*Bouncer, error) {
-	port, err := freePort()
+	port, err := pgserver.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -116,41 +116,4 @@ func startProcess(bin, dir string, cred *syscall.Credential, cfg config) (*Bounc
 		close(b.done)
 	}()
 	return b, nil
-}
-
-// freePort asks the kernel for a free TCP port on 127.0.0.1.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("pgbouncer: find free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// readLog returns the last logTail bytes of the log file.
-func (b *Bouncer) readLog() string {
-	f, err := os.Open(b.logFile)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return ""
-	}
-	off := max(fi.Size()-logTail, 0)
-	buf := make([]byte, fi.Size()-off)
-	n, _ := f.ReadAt(buf, off)
-	return strings.TrimSpace(string(buf[:n]))
-}
-
-// quoteValue quotes a keyword/value connection-string value if it is empty
-// or contains spaces, quotes or backslashes.
-func quoteValue(v string) string {
-	if v != "" && !strings.ContainsAny(v, " \t\n\r'\\") {
-		return v
-	}
-	r := strings.NewReplacer(`\`, `\\`, `'`, `\'`)
-	return "'" + r.Replace(v) + "'"
 }

@@ -66,12 +66,12 @@ func appendConf(path string, list []setting) error {
 // postgres, quoting values where needed.
 func connString(host string, port int, dbname string) string {
 	return fmt.Sprintf("host=%s port=%d user=postgres dbname=%s sslmode=disable",
-		quoteValue(host), port, quoteValue(dbname))
+		QuoteValue(host), port, QuoteValue(dbname))
 }
 
-// quoteValue quotes a keyword/value connection-string value if it is empty
-// or contains spaces, quotes or backslashes.
-func quoteValue(v string) string {
+// QuoteValue quotes a libpq keyword/value connection-string value if it is
+// empty or contains spaces, quotes or backslashes.
+func QuoteValue(v string) string {
 	if v != "" && !strings.ContainsAny(v, " \t\n\r'\\") {
 		return v
 	}

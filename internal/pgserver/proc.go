@@ -91,8 +91,9 @@ func (s *Server) killPostmaster() error {
 	return nil
 }
 
-// freePort asks the kernel for a free TCP port on 127.0.0.1.
-func freePort() (int, error) {
+// FreePort asks the kernel for a free TCP port on 127.0.0.1. Another
+// process may take it before it is used; callers retry on a bind error.
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("pgserver: find free port: %w", err)
@@ -111,9 +112,13 @@ func (s *Server) readLog() string {
 	return s.readLogLocked()
 }
 
-// readLogLocked reads the last logTail bytes of the log file; s.mu is held.
-func (s *Server) readLogLocked() string {
-	f, err := os.Open(s.logFile)
+// readLogLocked reads the tail of the log file; s.mu is held.
+func (s *Server) readLogLocked() string { return LogTail(s.logFile) }
+
+// LogTail returns the last 16 KiB of the file at path, "" if it cannot be
+// read: what error messages and Log show of a server's (or PgBouncer's) log.
+func LogTail(path string) string {
+	f, err := os.Open(path)
 	if err != nil {
 		return ""
 	}

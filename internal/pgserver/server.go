@@ -146,7 +146,7 @@ func (s *Server) baseSettings(extra map[string]string) []setting {
 
 // choosePort picks a free TCP port and records it in postgresql.conf.
 func (s *Server) choosePort() error {
-	port, err := freePort()
+	port, err := FreePort()
 	if err != nil {
 		return err
 	}
