@@ -125,15 +125,7 @@ func TestSessionModeDistinctBackends(t *testing.T) {
 }
 
 func TestStopTwiceRemovesDir(t *testing.T) {
-	tmp, err := os.MkdirTemp("", "pgbouncer-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(tmp)
-	if err := os.Chmod(tmp, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("TMPDIR", tmp)
+	tmp := pgtest.TempDir(t)
 	b, _ := start(t, nil)
 	if err := b.Stop(); err != nil {
 		t.Fatal(err)
@@ -154,18 +146,10 @@ func TestStartFailureCleansUp(t *testing.T) {
 	if srv == nil {
 		t.Skipf("needs the private server, not %s", pgtest.DSNEnv)
 	}
-	tmp, err := os.MkdirTemp("", "pgbouncer-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(tmp)
-	if err := os.Chmod(tmp, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("TMPDIR", tmp)
+	tmp := pgtest.TempDir(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err = pgbouncer.Start(ctx, srv, "no_such_database", nil)
+	_, err := pgbouncer.Start(ctx, srv, "no_such_database", nil)
 	if errors.Is(err, pgbouncer.ErrNotInstalled) && os.Getenv("CI") == "" {
 		t.Skip(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/pgalock/alock/internal/pgserver"
+	"github.com/pgalock/alock/internal/pgtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -99,16 +100,8 @@ func TestStartFailureCleansUp(t *testing.T) {
 	if _, err := pgserver.BinDir(); err != nil {
 		t.Skip(err)
 	}
-	tmp, err := os.MkdirTemp("", "pgserver-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(tmp)
-	if err := os.Chmod(tmp, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("TMPDIR", tmp)
-	_, err = pgserver.Start(context.Background(), &pgserver.Options{
+	tmp := pgtest.TempDir(t)
+	_, err := pgserver.Start(context.Background(), &pgserver.Options{
 		Settings: map[string]string{"max_connections": "not_a_number"},
 	})
 	if err == nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgalock/alock/internal/pgserver"
+	"github.com/pgalock/alock/internal/pgtest"
 )
 
 func TestStandbyReplicatesAndPromotes(t *testing.T) {
@@ -106,17 +107,9 @@ func execSQL(t *testing.T, connString, sql string) {
 }
 
 func TestStartStandbyFailureCleansUp(t *testing.T) {
-	tmp, err := os.MkdirTemp("", "pgserver-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(tmp)
-	if err := os.Chmod(tmp, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("TMPDIR", tmp)
+	tmp := pgtest.TempDir(t)
 	primary := start(t, &pgserver.Options{Settings: map[string]string{"max_wal_senders": "0"}})
-	_, err = primary.StartStandby(context.Background())
+	_, err := primary.StartStandby(context.Background())
 	if err == nil {
 		t.Fatal("StartStandby from a primary without WAL senders succeeded")
 	}
