@@ -14,10 +14,7 @@ func TestAcquireInTransactionKeepsItUsable(t *testing.T) {
 	s := newSessions(t, 2)
 	exec(t, s[1], "SELECT pg_advisory_lock(2)")
 	ctx := context.Background()
-	tx, err := s[0].Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tx := begin(t, s[0])
 	if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '100ms'"); err != nil {
 		t.Fatal(err)
 	}
@@ -45,10 +42,7 @@ func TestReleaseInFailedTransactionClosesSession(t *testing.T) {
 	ctx := context.Background()
 	l := alock.NewExclusive(s[0].Conn, alock.Key(1))
 	mustAcquire(t, l)
-	tx, err := s[0].Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tx := begin(t, s[0])
 	_, _ = tx.Exec(ctx, "SELECT 1/0")
 	if err := l.Release(ctx); !errors.Is(err, alock.ErrLost) {
 		t.Fatalf("Release in a failed transaction: %v, want ErrLost", err)

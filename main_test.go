@@ -73,3 +73,15 @@ func exec(t *testing.T, s session, sql string, args ...any) {
 		pgtest.Fatalf(t, "%s: %v", strings.Fields(sql)[0], err)
 	}
 }
+
+// begin starts a transaction (or, on a pgx.Tx, a savepoint) or fails the test.
+func begin(t *testing.T, b interface {
+	Begin(context.Context) (pgx.Tx, error)
+}) pgx.Tx {
+	t.Helper()
+	tx, err := b.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tx
+}

@@ -18,22 +18,18 @@ func TestLockTxLastsUntilTransactionEnds(t *testing.T) {
 	s := newSessions(t, 1)[0]
 	ctx := context.Background()
 	ids := []alock.ID{alock.Key(math.MinInt64), alock.Pair(math.MinInt32, -1), alock.Name("tx")}
-	for _, end := range []string{"commit", "rollback"} {
-		tx, err := s.Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, how := range []string{"commit", "rollback"} {
+		tx := begin(t, s)
 		if err := alock.LockTx(ctx, tx, alock.Share, ids...); err != nil {
 			t.Fatalf("LockTx: %v", err)
 		}
 		expectHolds(t, s, hold(alock.Key(math.MinInt64), alock.Share), hold(alock.Pair(math.MinInt32, -1), alock.Share),
 			hold(alock.Key(alock.NameKey("tx")), alock.Share))
-		if end == "commit" {
-			err = tx.Commit(ctx)
-		} else {
-			err = tx.Rollback(ctx)
+		end := tx.Rollback
+		if how == "commit" {
+			end = tx.Commit
 		}
-		if err != nil {
+		if err := end(ctx); err != nil {
 			t.Fatal(err)
 		}
 		expectHolds(t, s)
@@ -44,18 +40,12 @@ func TestLockTxEndsWithItsSavepoint(t *testing.T) {
 	t.Parallel()
 	s := newSessions(t, 1)[0]
 	ctx := context.Background()
-	tx, err := s.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tx := begin(t, s)
 	defer tx.Rollback(ctx)
 	if err := alock.LockTx(ctx, tx, alock.Exclusive, alock.Key(1)); err != nil {
 		t.Fatal(err)
 	}
-	nested, err := tx.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nested := begin(t, tx)
 	if err := alock.LockTx(ctx, nested, alock.Exclusive, alock.Key(2)); err != nil {
 		t.Fatal(err)
 	}
@@ -70,10 +60,7 @@ func TestLockTxOutsideTransactionIsRefused(t *testing.T) {
 	t.Parallel()
 	s := newSessions(t, 1)[0]
 	ctx := context.Background()
-	tx, err := s.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tx := begin(t, s)
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -91,10 +78,7 @@ func TestTryLockTxAllOrNothing(t *testing.T) {
 	s := newSessions(t, 2)
 	exec(t, s[1], "SELECT pg_advisory_lock(2)")
 	ctx := context.Background()
-	tx, err := s[0].Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tx := begin(t, s[0])
 	defer tx.Rollback(ctx)
 	if err := alock.LockTx(ctx, tx, alock.Exclusive, alock.Key(9)); err != nil {
 		t.Fatal(err)
@@ -117,10 +101,7 @@ func TestLockTxFailureKeepsTransactionUsable(t *testing.T) {
 	exec(t, s[1], "SELECT pg_advisory_lock(2)")
 	ctx := context.Background()
 	for _, how := range []string{"deadline", "lock_timeout"} {
-		tx, err := s[0].Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		tx := begin(t, s[0])
 		if err := alock.LockTx(ctx, tx, alock.Exclusive, alock.Key(9)); err != nil {
 			t.Fatal(err)
 		}
@@ -131,7 +112,7 @@ func TestLockTxFailureKeepsTransactionUsable(t *testing.T) {
 			}
 			wait = ctx
 		}
-		err = alock.LockTx(wait, tx, alock.Exclusive, alock.Key(1), alock.Key(2))
+		err := alock.LockTx(wait, tx, alock.Exclusive, alock.Key(1), alock.Key(2))
 		cancel()
 		if how == "deadline" && !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("LockTx past its deadline: %v", err)
@@ -156,15 +137,9 @@ func TestLockTxDeadlock(t *testing.T) {
 	ctx := context.Background()
 	exec(t, s[0], "SET deadlock_timeout = '50ms'")
 	exec(t, s[1], "SET deadlock_timeout = '50ms'")
-	tx0, err := s[0].Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tx0 := begin(t, s[0])
 	defer tx0.Rollback(ctx)
-	tx1, err := s[1].Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tx1 := begin(t, s[1])
 	defer tx1.Rollback(ctx)
 	if err := errors.Join(alock.LockTx(ctx, tx0, alock.Exclusive, alock.Key(1)), alock.LockTx(ctx, tx1, alock.Exclusive, alock.Key(2))); err != nil {
 		t.Fatal(err)
