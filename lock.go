@@ -2,7 +2,6 @@ package alock
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"slices"
 
@@ -117,27 +116,8 @@ func (l *Lock) Locked() bool { return l.core.Locked() }
 // (the panic then goes on). It returns the Acquire error, or fn's error
 // joined with the Release error. The Release does not use ctx's cancellation
 // and is bounded by CleanupTimeout.
-func (l *Lock) Do(ctx context.Context, fn func(ctx context.Context) error) (err error) {
-	if err := l.Acquire(ctx); err != nil {
-		return err
-	}
-	released := false
-	defer func() {
-		if !released {
-			_ = l.releaseBounded(ctx)
-		}
-	}()
-	err = fn(ctx)
-	released = true
-	return errors.Join(err, l.releaseBounded(ctx))
-}
-
-// releaseBounded releases under ctx's values, bounded by CleanupTimeout
-// whatever ctx does.
-func (l *Lock) releaseBounded(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), CleanupTimeout)
-	defer cancel()
-	return l.Release(ctx)
+func (l *Lock) Do(ctx context.Context, fn func(ctx context.Context) error) error {
+	return core.Do(ctx, l.Acquire, l.Release, fn)
 }
 
 // Lost returns a channel that is closed when the current hold is lost: its

@@ -62,7 +62,7 @@ func (l *Lock) Locked() bool { return l.core.Locked() }
 
 // Do is alock.Lock.Do.
 func (l *Lock) Do(ctx context.Context, fn func(ctx context.Context) error) error {
-	return l.core.Do(ctx, fn)
+	return core.Do(ctx, l.core.Acquire, l.core.Release, fn)
 }
 
 // Lost is alock.Lock.Lost: closed when the Lock itself sees the loss.

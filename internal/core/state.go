@@ -121,20 +121,26 @@ func (l *Lock) exit() {
 	}
 }
 
-// Do runs fn while holding the Lock: Acquire, fn, Release. The Release also
-// runs when fn panics, and the panic goes on. It returns fn's error joined
-// with the Release's.
-func (l *Lock) Do(ctx context.Context, fn func(context.Context) error) (err error) {
-	if err := l.Acquire(ctx); err != nil {
+// Do runs fn between acquire and release: the body of every front end's
+// Lock.Do. release also runs when fn panics, and the panic goes on; it gets
+// ctx's values without its cancellation, bounded by CleanupTimeout. Do
+// returns acquire's error, or fn's joined with release's.
+func Do(ctx context.Context, acquire, release func(context.Context) error, fn func(context.Context) error) (err error) {
+	if err := acquire(ctx); err != nil {
 		return err
+	}
+	releaseBounded := func() error {
+		cctx, cancel := cleanupContext(ctx)
+		defer cancel()
+		return release(cctx)
 	}
 	released := false
 	defer func() {
 		if !released {
-			_ = l.Release(context.WithoutCancel(ctx))
+			_ = releaseBounded()
 		}
 	}()
 	err = fn(ctx)
 	released = true
-	return errors.Join(err, l.Release(context.WithoutCancel(ctx)))
+	return errors.Join(err, releaseBounded())
 }
