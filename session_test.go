@@ -97,6 +97,11 @@ func TestSessionLocksAreSafeForConcurrentUse(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	s := openSession(t, dsn, nil)
+	marker := s.NewExclusive(alock.Key(999)) // finds the session's backend
+	if err := marker.Acquire(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	pid := sessionPID(t, dsn, 999)
 	shared := s.NewShare(alock.Key(1))
 	var wg sync.WaitGroup
 	for g := range 8 {
@@ -120,6 +125,9 @@ func TestSessionLocksAreSafeForConcurrentUse(t *testing.T) {
 	}
 	if err := s.Err(); err != nil {
 		t.Fatalf("session lost: %v", err)
+	}
+	if got := locktest.Holds(t, dsn, pid); len(got) != 1 || got[0] != hold(alock.Key(999), alock.Exclusive) {
+		t.Fatalf("server shows %v after every goroutine released, want only the marker", got)
 	}
 }
 
