@@ -21,7 +21,7 @@ func (s sessionGuard) Enter(ctx context.Context) error {
 	case s.busy <- struct{}{}:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("alock: waiting for the session: %w", context.Cause(ctx))
+		return context.Cause(ctx)
 	}
 }
 

@@ -56,22 +56,19 @@ func (l *Lock) TryAcquire(ctx context.Context) (bool, error) {
 }
 
 func (l *Lock) acquire(ctx context.Context, op string, try bool) (bool, error) {
-	if ctx.Err() != nil {
-		return false, fmt.Errorf("alock: %s: %w", op, context.Cause(ctx))
-	}
 	if err := l.enter(ctx); err != nil {
 		return false, fmt.Errorf("alock: %s: waiting for the session: %w", op, err)
 	}
 	defer l.exit()
+	if ctx.Err() != nil {
+		return false, fmt.Errorf("alock: %s: %w", op, context.Cause(ctx))
+	}
 	if l.count() > 0 {
 		if err := l.lostErr(op); err != nil {
 			return false, err
 		}
 		l.setCount(1, 0)
 		return true, nil
-	}
-	if ctx.Err() != nil {
-		return false, fmt.Errorf("alock: %s: %w", op, context.Cause(ctx))
 	}
 	if len(l.tags) > MaxIDs {
 		return false, fmt.Errorf("alock: %s: %w (%d given)", op, ErrTooManyIDs, len(l.tags))
