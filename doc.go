@@ -42,6 +42,12 @@
 // Lock.Token). An asynchronous standby promoted after a failover may have
 // missed the last tokens drawn and hand them out again.
 //
+// Acquire can return a lock that is already lost: the server granted it,
+// then the session died (backend terminated, connection reset) while the
+// success was still on its way, and another session may already hold it.
+// Lost fires within the Session's bound (at once for a terminated backend or
+// a closed socket); only a fence protects a write made in that window.
+//
 // # Connections and pools
 //
 // Lock and unlock must run on the same session, so a Lock takes a

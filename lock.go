@@ -128,6 +128,11 @@ func (l *Lock) Do(ctx context.Context, fn func(ctx context.Context) error) error
 // next operation. Release does not close it. Each hold (count going from
 // zero to one) gets a new channel; a Lock never held returns one that is
 // never closed. Safe for concurrent use.
+//
+// Acquire can return a lock that is already lost: its session died while
+// the grant's success was on its way, and another session may hold the lock
+// by the time Acquire returns. Lost fires within the bound; only a fence
+// (see Token) protects a write in that window.
 func (l *Lock) Lost() <-chan struct{} { return l.core.Lost() }
 
 // Token returns the fencing token of the current hold: 0 unless the Lock is
@@ -136,7 +141,8 @@ func (l *Lock) Lost() <-chan struct{} { return l.core.Lost() }
 // later grant of the same lock, by any holder and across server restarts,
 // has a larger token. A protected resource that remembers the largest
 // token it has accepted, and rejects smaller ones, turns away a holder that
-// lost its lock without noticing (paused, partitioned). Limits: a failover
+// lost its lock without noticing (paused, partitioned, or told of a grant
+// that was already lost when Acquire returned; see Lost). Limits: a failover
 // to an asynchronous standby can lose the last tokens drawn and hand them
 // out again; the sequence must live on the primary.
 func (l *Lock) Token() int64 { return l.core.Token() }

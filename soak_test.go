@@ -88,7 +88,7 @@ func TestHelperSoakWorker(t *testing.T) {
 	wg.Wait()
 }
 
-// soakLog gathers every worker's events, and the nemesis's faults.
+// TestSoakMutualExclusion is scenario 17: see soakKeys.
 func TestSoakMutualExclusion(t *testing.T) {
 	// Not parallel: it loads the machine, and runs alone so that the tests
 	// that time how fast a loss is signalled are not measured under it.
@@ -262,5 +262,3 @@ func TestSoakMutualExclusion(t *testing.T) {
 	checkSoak(t, g, admin)
 	t.Logf("faults injected: %d backend terminations, %d proxy resets, %d cancels by the nemesis", faults.kills, faults.resets, faults.cancels)
 }
-
-// checkSoak runs the overlap and counter checks and logs the figures.

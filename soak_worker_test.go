@@ -30,14 +30,16 @@ type soakSection struct {
 	Session string    `json:"session"`
 	Key     int       `json:"key"`
 	Token   int64     `json:"token"`
-	Acq     time.Time `json:"acq"`     // Acquire returned
-	End     time.Time `json:"end"`     // Release called
-	LostAt  time.Time `json:"lost_at"` // Lost seen closed; zero if never
-	Claimed bool      `json:"claimed"` // the fenced read claimed the row
-	Skipped bool      `json:"skipped"` // Lost fired before the write: not written
-	Wrote   bool      `json:"wrote"`   // the fenced write changed the row
-	Clean   bool      `json:"clean"`   // Release returned nil
-	Closed  bool      `json:"closed"`  // the Lost channel was closed after Release
+	Acq     time.Time `json:"acq"`      // Acquire returned
+	End     time.Time `json:"end"`      // Release called
+	LostAt  time.Time `json:"lost_at"`  // Lost seen closed; zero if never
+	Claimed bool      `json:"claimed"`  // the fenced read claimed the row
+	ClaimAt time.Time `json:"claim_at"` // the claim returned
+	Skipped bool      `json:"skipped"`  // Lost fired before the write: not written
+	Wrote   bool      `json:"wrote"`    // the fenced write changed the row
+	WriteAt time.Time `json:"write_at"` // the write was sent
+	Clean   bool      `json:"clean"`    // Release returned nil
+	Closed  bool      `json:"closed"`   // the Lost channel was closed after Release
 }
 
 func (s soakSection) lost() bool { return !s.LostAt.IsZero() }
@@ -228,7 +230,7 @@ func (w *soakWorker) once(ctx context.Context, s *alock.Session, session string,
 		"UPDATE counters SET token = $1 WHERE id = $2 AND token < $1 RETURNING value", sec.Token, key).Scan(&value)
 	switch {
 	case err == nil:
-		sec.Claimed = true
+		sec.Claimed, sec.ClaimAt = true, time.Now()
 	case !errors.Is(err, pgx.ErrNoRows):
 		return fmt.Errorf("%s: claim: %w", w.name, err)
 	}
@@ -237,6 +239,7 @@ func (w *soakWorker) once(ctx context.Context, s *alock.Session, session string,
 		if isDone(lost) {
 			sec.Skipped = true // as a careful holder would
 		} else {
+			sec.WriteAt = time.Now()
 			tag, err := resource.Exec(rctx, "UPDATE counters SET value = $1 WHERE id = $2 AND token = $3", value+1, key, sec.Token)
 			if err != nil {
 				return fmt.Errorf("%s: write: %w", w.name, err)
