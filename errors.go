@@ -25,6 +25,11 @@ var (
 	// party waits for.
 	ErrDeadlock = core.ErrDeadlock
 
+	// ErrClosed: the Session was closed by Session.Close. Its locks ended
+	// with it; this is not a loss, and errors wrapping ErrClosed do not
+	// wrap ErrLost.
+	ErrClosed = core.ErrClosed
+
 	// ErrTooManyIDs: a Lock has more than MaxIDs distinct ids.
 	ErrTooManyIDs = core.ErrTooManyIDs
 )

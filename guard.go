@@ -2,7 +2,7 @@ package alock
 
 import (
 	"context"
-	"fmt"
+	"errors"
 	"time"
 
 	"github.com/pgalock/alock/internal/core"
@@ -11,28 +11,22 @@ import (
 // sessionGuard is the Session as its Locks' core.Guard.
 type sessionGuard struct{ *Session }
 
-// Enter waits for the session's connection (interrupting the watchdog's
-// parked read) until ctx ends.
-func (s sessionGuard) Enter(ctx context.Context) error {
-	s.waiting.Add(1)
-	defer s.waiting.Add(-1)
-	s.interruptPark()
-	select {
-	case s.busy <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	}
-}
+// Enter waits for the session's connection until ctx ends, preempting the
+// watchdog's parked read or another goroutine's lock wait.
+func (s sessionGuard) Enter(ctx context.Context) error { return s.gate.Enter(ctx) }
 
-// Exit frees the connection after an operation.
+// Exit frees the connection after an operation, which used it: the
+// watchdog parks and probes counting from now.
 func (s sessionGuard) Exit() {
 	if s.conn.IsClosed() {
-		s.lose(fmt.Errorf("connection closed"))
+		s.lose(errors.New("connection closed"))
 	}
 	s.lastUse.Store(time.Now().UnixNano())
-	<-s.busy
+	s.gate.Exit()
 }
+
+// Gate returns the session's gate.
+func (s sessionGuard) Gate() *core.Gate { return &s.gate }
 
 // Held records a Lock that holds on the session.
 func (s sessionGuard) Held(l *core.Lock) {
@@ -46,13 +40,4 @@ func (s sessionGuard) Released(l *core.Lock) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.held, l)
-}
-
-// interruptPark wakes the watchdog's parked read, if any.
-func (s *Session) interruptPark() {
-	s.parkMu.Lock()
-	defer s.parkMu.Unlock()
-	if s.park != nil {
-		s.park()
-	}
 }

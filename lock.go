@@ -2,6 +2,7 @@ package alock
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 
@@ -116,8 +117,35 @@ func (l *Lock) Locked() bool { return l.core.Locked() }
 // (the panic then goes on). It returns the Acquire error, or fn's error
 // joined with the Release error. The Release does not use ctx's cancellation
 // and is bounded by CleanupTimeout.
+//
+// On a Lock made by a Session, fn's ctx also ends when the hold is lost:
+// context.Cause then returns an error wrapping ErrLost and the loss's cause
+// (or ErrClosed if the Session was closed). fn should stop acting on the
+// protected resource then; what it already did may overlap the next holder
+// (see Token).
 func (l *Lock) Do(ctx context.Context, fn func(ctx context.Context) error) error {
-	return core.Do(ctx, l.Acquire, l.Release, fn)
+	return core.Do(ctx, l.Acquire, l.Release, func(ctx context.Context) error {
+		if l.session == nil {
+			return fn(ctx)
+		}
+		fctx, cancel := context.WithCancelCause(ctx)
+		defer cancel(nil)
+		stop := make(chan struct{})
+		defer close(stop)
+		lost := l.Lost()
+		go func() {
+			select {
+			case <-lost:
+				cause := l.session.Err()
+				if cause == nil { // the server no longer held it
+					cause = ErrLost
+				}
+				cancel(fmt.Errorf("alock: %s: %w", l, cause))
+			case <-stop:
+			}
+		}()
+		return fn(fctx)
+	})
 }
 
 // Lost returns a channel that is closed when the current hold is lost: its

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pgalock/alock/internal/core"
 )
 
@@ -27,34 +28,50 @@ var (
 
 // Open connects a Session. connString is a libpq-style URL or keyword/value
 // string, completed from the PG* environment variables, as pgx.ParseConfig
-// reads it. opts may be nil for the defaults.
+// reads it; every setting of it is kept (application_name included). opts
+// may be nil for the defaults.
 //
 // Open refuses a hot standby (ErrStandby, unless opts.AllowStandby) and a
 // pooler that does not pin one backend (ErrPooler). With opts.Fencing it
 // creates the fencing sequence if it is missing. On failure nothing stays
 // open.
 func Open(ctx context.Context, connString string, opts *SessionOptions) (*Session, error) {
+	cfg, err := pgx.ParseConfig(connString)
+	if err != nil {
+		return nil, fmt.Errorf("alock: open: %w", err)
+	}
+	return OpenConfig(ctx, cfg, opts)
+}
+
+// OpenConfig connects a Session as Open does, with a configuration the
+// caller built (TLS, BeforeConnect, a custom DialFunc, tracers). cfg is not
+// modified, and must not be nil; the Session uses a copy. Open's TCP
+// keepalive is set on the connection after it is established (through
+// AfterNetConnect, after the caller's own), so a DialFunc of the caller's is
+// used as it is.
+func OpenConfig(ctx context.Context, cfg *pgx.ConnConfig, opts *SessionOptions) (*Session, error) {
+	if cfg == nil {
+		return nil, errors.New("alock: open: nil *pgx.ConnConfig")
+	}
 	var o SessionOptions
 	if opts != nil {
 		o = *opts
 	}
 	o = o.defaults()
-	cfg, err := pgx.ParseConfig(connString)
-	if err != nil {
-		return nil, fmt.Errorf("alock: open: %w", err)
-	}
+	cfg = cfg.Copy()
 	keepalive(cfg, o)
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("alock: open: %w", err)
 	}
-	if err := check(ctx, conn, o); err != nil {
+	idle, err := check(ctx, conn, o)
+	if err != nil {
 		_ = conn.Close(context.WithoutCancel(ctx))
 		return nil, err
 	}
 	s := &Session{
-		conn: conn, opts: o,
-		busy: make(chan struct{}, 1), held: make(map[*core.Lock]struct{}),
+		conn: conn, opts: o, probeEvery: probeInterval(o.KeepaliveInterval, idle),
+		held: make(map[*core.Lock]struct{}),
 		done: make(chan struct{}), closing: make(chan struct{}), watched: make(chan struct{}),
 	}
 	s.lastUse.Store(time.Now().UnixNano())
@@ -63,35 +80,81 @@ func Open(ctx context.Context, connString string, opts *SessionOptions) (*Sessio
 }
 
 // keepalive makes TCP notice a silent network within about
-// KeepaliveInterval + KeepaliveTimeout, also while an Acquire waits.
+// KeepaliveInterval + KeepaliveTimeout, also while an Acquire waits. It is
+// set once the connection is made, after the caller's AfterNetConnect.
 func keepalive(cfg *pgx.ConnConfig, o SessionOptions) {
 	idle := o.KeepaliveInterval
 	if idle <= 0 {
 		idle = 5 * time.Second
 	}
-	dialer := &net.Dialer{KeepAliveConfig: net.KeepAliveConfig{
-		Enable: true, Idle: idle, Interval: time.Second, Count: max(int(o.KeepaliveTimeout/time.Second), 1),
-	}}
-	cfg.DialFunc = dialer.DialContext
+	ka := net.KeepAliveConfig{Enable: true, Idle: idle, Interval: time.Second, Count: max(int(o.KeepaliveTimeout/time.Second), 1)}
+	after := cfg.AfterNetConnect
+	cfg.AfterNetConnect = func(ctx context.Context, pc *pgconn.Config, c net.Conn) (net.Conn, error) {
+		if after != nil {
+			var err error
+			if c, err = after(ctx, pc, c); err != nil {
+				return nil, err
+			}
+		}
+		if tc, ok := tcpConn(c); ok {
+			_ = tc.SetKeepAliveConfig(ka)
+		}
+		return c, nil
+	}
 }
 
-// check refuses standbys and poolers, and creates the fencing sequence.
-func check(ctx context.Context, conn *pgx.Conn, o SessionOptions) error {
+// tcpConn finds the TCP connection under c (a TLS one, say), if any.
+func tcpConn(c net.Conn) (*net.TCPConn, bool) {
+	for {
+		switch v := c.(type) {
+		case *net.TCPConn:
+			return v, true
+		case interface{ NetConn() net.Conn }:
+			c = v.NetConn()
+		default:
+			return nil, false
+		}
+	}
+}
+
+// check refuses standbys and poolers, creates the fencing sequence, and
+// returns the session's idle_session_timeout (0 for none).
+func check(ctx context.Context, conn *pgx.Conn, o SessionOptions) (time.Duration, error) {
 	var pid uint32
 	var standby bool
-	if err := conn.QueryRow(ctx, "SELECT pg_backend_pid(), pg_is_in_recovery()").Scan(&pid, &standby); err != nil {
-		return fmt.Errorf("alock: open: %w", err)
+	var idleMillis *int64 // NULL before PostgreSQL 14
+	if err := conn.QueryRow(ctx, `SELECT pg_backend_pid(), pg_is_in_recovery(),
+		(SELECT setting::bigint FROM pg_settings WHERE name = 'idle_session_timeout')`).Scan(&pid, &standby, &idleMillis); err != nil {
+		return 0, fmt.Errorf("alock: open: %w", err)
 	}
 	if pid != conn.PgConn().PID() {
-		return fmt.Errorf("alock: open: %w", errPooler(pid, conn.PgConn().PID()))
+		return 0, fmt.Errorf("alock: open: %w", errPooler(pid, conn.PgConn().PID()))
 	}
 	if standby && !o.AllowStandby {
-		return fmt.Errorf("alock: open: %w", ErrStandby)
+		return 0, fmt.Errorf("alock: open: %w", ErrStandby)
+	}
+	var idle time.Duration
+	if idleMillis != nil {
+		idle = time.Duration(*idleMillis) * time.Millisecond
 	}
 	if o.Fencing {
-		return createFence(ctx, conn, o.FenceSequence)
+		return idle, createFence(ctx, conn, o.FenceSequence)
 	}
-	return nil
+	return idle, nil
+}
+
+// probeInterval is how long the watchdog lets the session stay idle before
+// it probes: the KeepaliveInterval, or a third of the server's
+// idle_session_timeout if that is shorter, so that probes keep the session
+// alive. 0 (no probes) if KeepaliveInterval is negative.
+func probeInterval(keepalive, idleTimeout time.Duration) time.Duration {
+	if keepalive < 0 {
+		return 0
+	}
+	if idleTimeout > 0 {
+		keepalive = min(keepalive, idleTimeout/3)
+	}
+	return keepalive
 }
 
 // createFence creates the fencing sequence if it is missing. CREATE SEQUENCE

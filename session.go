@@ -36,12 +36,9 @@ type Session struct {
 	conn *pgx.Conn
 	opts SessionOptions
 
-	busy    chan struct{} // a token: whoever holds it uses conn
-	waiting atomic.Int32  // operations waiting for busy
-	lastUse atomic.Int64  // unix nanoseconds of the last operation's end
-
-	parkMu sync.Mutex
-	park   context.CancelFunc // interrupts the watchdog's parked read
+	gate       core.Gate     // orders the users of conn: Locks, the watchdog, Close
+	lastUse    atomic.Int64  // unix nanoseconds of the last statement's end
+	probeEvery time.Duration // how long the session may stay idle; 0 for ever
 
 	mu      sync.Mutex
 	held    map[*core.Lock]struct{}
@@ -119,7 +116,9 @@ func (s *Session) newLock(m Mode, ids []ID) *Lock {
 func (s *Session) Done() <-chan struct{} { return s.done }
 
 // Err returns nil while the session is alive, and then why it ended: an
-// error wrapping ErrLost (and the cause, e.g. the server's FATAL error).
+// error wrapping ErrClosed after Close, or else one wrapping ErrLost and the
+// cause (e.g. the server's FATAL error, a *pgconn.PgError with SQLSTATE
+// 57P01 for pg_terminate_backend).
 func (s *Session) Err() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -127,9 +126,11 @@ func (s *Session) Err() error {
 }
 
 // Close ends the session: the server releases every lock it holds, and
-// every held Lock reports the loss. It waits for the operation in progress,
-// if any; once ctx ends it breaks that operation off (which then fails).
-// Safe to call twice.
+// every held Lock's Lost channel closes; Err then returns an error wrapping
+// ErrClosed (not ErrLost), and Tracer.Lost is not called. Close interrupts
+// a lock wait or the watchdog at once, and waits for a statement in
+// progress until ctx ends; then it breaks that statement off (it fails).
+// Safe to call twice, and from any goroutine.
 func (s *Session) Close(ctx context.Context) error {
 	s.mu.Lock()
 	select {
@@ -138,23 +139,19 @@ func (s *Session) Close(ctx context.Context) error {
 		close(s.closing)
 	}
 	s.mu.Unlock()
-	s.interruptPark()
-	<-s.watched
-	select {
-	case s.busy <- struct{}{}:
-	case <-ctx.Done():
-		// Break off the operation in progress: its read fails and it ends.
+	if !s.gate.Shut(ctx, errSessionClosed) {
+		// Break off the statement in progress: its read fails and it ends.
 		_ = s.conn.PgConn().Conn().SetDeadline(time.Now())
-		s.busy <- struct{}{}
+		s.gate.EnterShut(context.Background())
 	}
-	defer func() { <-s.busy }()
 	err := s.conn.Close(context.WithoutCancel(ctx))
 	s.lose(errSessionClosed)
+	<-s.watched
 	s.log(slog.LevelInfo, "alock: session closed")
 	return err
 }
 
-var errSessionClosed = fmt.Errorf("alock: session closed: %w", ErrLost)
+var errSessionClosed = fmt.Errorf("%w", ErrClosed)
 
 // lose ends the session for cause (once): every held Lock is marked lost,
 // the hooks are told, and Done closes.
@@ -164,7 +161,12 @@ func (s *Session) lose(cause error) {
 		s.mu.Unlock()
 		return
 	}
-	if !errors.Is(cause, ErrLost) {
+	select {
+	case <-s.closing: // whatever failed, Close made it fail
+		cause = errSessionClosed
+	default:
+	}
+	if cause != errSessionClosed && !errors.Is(cause, ErrLost) {
 		cause = fmt.Errorf("alock: session lost: %w: %w", ErrLost, cause)
 	}
 	s.err = cause
@@ -218,3 +220,29 @@ func (c sessionConn) Close(ctx context.Context) {
 	c.pgxConn.Close(ctx)
 	c.s.lose(errors.New("closed because its lock state was in doubt"))
 }
+
+// Exec and QueryText end the session with the driver's error when it closed
+// the connection, so that Err tells the real cause (the server's FATAL
+// error, a reset connection).
+func (c sessionConn) Exec(ctx context.Context, sql string, args []any) error {
+	return c.check(c.pgxConn.Exec(ctx, sql, args))
+}
+
+func (c sessionConn) QueryText(ctx context.Context, sql string, args []any) (string, error) {
+	text, err := c.pgxConn.QueryText(ctx, sql, args)
+	return text, c.check(err)
+}
+
+func (c sessionConn) check(err error) error {
+	if err != nil && c.pgxConn.c.IsClosed() {
+		c.s.lose(err)
+	}
+	return err
+}
+
+// Err tells why the session ended, for the errors of its Locks.
+func (c sessionConn) Err() error { return c.s.Err() }
+
+// PID returns the process id of the session's backend, as pg_stat_activity
+// and pg_locks show it.
+func (s *Session) PID() uint32 { return s.conn.PgConn().PID() }

@@ -13,72 +13,67 @@ import (
 const parkDelay = 50 * time.Millisecond
 
 // watch is the watchdog: while the connection is idle it parks a read on it
-// and probes it every KeepaliveInterval, until the session is closed or
-// lost.
+// and probes it every probe interval, until the session is closed or lost.
+// The parked read is preemptible: any operation of the session's Locks
+// interrupts it at once, and Close does.
 func (s *Session) watch() {
 	defer close(s.watched)
-	for {
-		if !s.takeIdle() {
-			return
-		}
+	for s.idleTurn() {
 		err := s.parkOrProbe()
 		if err != nil {
 			s.lose(err) // with the connection in hand: lose closes it
 		}
-		<-s.busy
+		s.gate.Exit() // not a use: the idle time goes on counting
 		if err != nil {
 			return
 		}
 	}
 }
 
-// takeIdle takes the connection once it has been idle for parkDelay with
-// no operation waiting. It returns false when the session is closing.
-func (s *Session) takeIdle() bool {
+// idleTurn takes the connection once it has been idle for parkDelay with no
+// operation waiting. It returns false when the session is closing.
+func (s *Session) idleTurn() bool {
 	for {
-		wait := time.Until(time.Unix(0, s.lastUse.Load()).Add(parkDelay))
+		wait := time.Until(s.lastUsed().Add(parkDelay))
 		if wait <= 0 {
-			select {
-			case <-s.closing:
-				return false
-			case s.busy <- struct{}{}:
+			if s.gate.EnterIdle() {
+				if time.Since(s.lastUsed()) >= parkDelay {
+					return true
+				}
+				s.gate.Exit()
 			}
-			if s.waiting.Load() == 0 && time.Since(time.Unix(0, s.lastUse.Load())) >= parkDelay {
-				return true
-			}
-			<-s.busy
 			wait = parkDelay
 		}
+		t := time.NewTimer(wait)
 		select {
 		case <-s.closing:
+			t.Stop()
 			return false
-		case <-time.After(wait):
+		case <-t.C:
 		}
 	}
 }
+
+func (s *Session) lastUsed() time.Time { return time.Unix(0, s.lastUse.Load()) }
 
 // parkOrProbe parks a read until an operation wants the connection or a
 // probe is due, then probes if it is. It returns an error when the session
 // is lost.
 func (s *Session) parkOrProbe() error {
 	ctx, cancel := context.Background(), context.CancelFunc(func() {})
-	if s.opts.KeepaliveInterval > 0 {
-		due := time.Unix(0, s.lastUse.Load()).Add(s.opts.KeepaliveInterval)
-		ctx, cancel = context.WithDeadline(ctx, due)
+	if s.probeEvery > 0 {
+		ctx, cancel = context.WithDeadline(ctx, s.lastUsed().Add(s.probeEvery))
 	}
+	defer cancel()
 	ctx, interrupt := context.WithCancel(ctx)
 	defer interrupt()
-	defer cancel()
-	s.setPark(interrupt)
-	defer s.setPark(nil)
-	if s.waiting.Load() > 0 {
-		return nil // an operation came between takeIdle and setPark
-	}
+	withdraw := s.gate.Preemptible(interrupt)
+	defer withdraw()
 	err := s.conn.PgConn().WaitForNotification(ctx)
 	switch {
 	case s.conn.IsClosed():
 		return fmt.Errorf("connection closed: %w", err)
-	case errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded) && errors.Is(context.Cause(ctx), context.DeadlineExceeded):
 		return s.probe()
 	}
 	return nil // interrupted, or a notification nobody asked for
@@ -99,10 +94,4 @@ func (s *Session) probe() error {
 		return fmt.Errorf("keepalive probe: %w", errPooler(pid, s.conn.PgConn().PID()))
 	}
 	return nil
-}
-
-func (s *Session) setPark(cancel context.CancelFunc) {
-	s.parkMu.Lock()
-	defer s.parkMu.Unlock()
-	s.park = cancel
 }

@@ -10,9 +10,25 @@ import (
 var (
 	ErrNotHeld    = errors.New("alock: lock not held")
 	ErrLost       = errors.New("alock: lock lost")
+	ErrClosed     = errors.New("alock: session closed")
 	ErrDeadlock   = errors.New("alock: deadlock detected")
 	ErrTooManyIDs = fmt.Errorf("alock: more than %d ids in one lock", MaxIDs)
 )
+
+// errPreempted is the cause with which a Session's lock wait is
+// interrupted when another goroutine needs the connection: the wait gives
+// back what it took and starts again after that operation.
+var errPreempted = errors.New("preempted by another operation on the session")
+
+// ctxErr returns the error for an ended ctx: ctx.Err(), and its cause if
+// that differs, so that errors.Is matches both.
+func ctxErr(ctx context.Context) error {
+	err, cause := ctx.Err(), context.Cause(ctx)
+	if cause == nil || cause == err {
+		return err
+	}
+	return fmt.Errorf("%w: %w", err, cause)
+}
 
 // errGrantedLate stands for the success of a lock statement that the
 // caller's cancellation overtook: the lock is given back.
@@ -56,7 +72,10 @@ func describe(op string, ctx context.Context, cancelled bool, c Conn, err error)
 		return fmt.Errorf("alock: %s: the session's transaction is aborted; roll it back first: %w", op, err)
 	}
 	if c.Closed() {
-		return fmt.Errorf("alock: %s: session lost: %w", op, err)
+		if errors.Is(gone(c), ErrClosed) {
+			return fmt.Errorf("alock: %s: %w (and: %w)", op, ErrClosed, err)
+		}
+		return fmt.Errorf("alock: %s: session lost: %w: %w", op, ErrLost, err)
 	}
 	return fmt.Errorf("alock: %s: %w", op, err)
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strconv"
+	"time"
 )
 
 // Lock is the state machine behind alock.Lock and alocksql.Lock: a re-entrant
@@ -23,6 +25,7 @@ type Lock struct {
 	lockAll, tryAll, unlockAll statement
 
 	state hold
+	turn  chan struct{} // held by the goroutine that takes or releases the hold (guarded Locks)
 }
 
 // Options are a Lock's optional parts.
@@ -41,6 +44,7 @@ func NewLock(c Conn, label string, m Mode, tags []Tag, opts Options) *Lock {
 		tryAll:    tryStatement(m, distinct),
 		unlockAll: unlockStatement(m, distinct),
 		state:     hold{lost: make(chan struct{})},
+		turn:      make(chan struct{}, 1),
 	}
 }
 
@@ -56,40 +60,127 @@ func (l *Lock) TryAcquire(ctx context.Context) (bool, error) {
 }
 
 func (l *Lock) acquire(ctx context.Context, op string, try bool) (bool, error) {
+	if counted, err := l.countOnly(op); counted {
+		return err == nil, err
+	}
+	if err := l.takeTurn(ctx); err != nil {
+		return false, fmt.Errorf("alock: %s: %w", op, err)
+	}
+	defer l.giveTurn()
+	if l.guard != nil {
+		defer l.guard.Gate().FreeSlot(l)
+	}
+	pause := pollMin
+	for {
+		ok, next, err := l.acquireOnce(ctx, op, try)
+		switch next {
+		case done:
+			return ok, err
+		case poll:
+			if err := sleep(ctx, pause); err != nil {
+				return false, fmt.Errorf("alock: %s: %w", op, err)
+			}
+			pause = min(2*pause, pollMax)
+		}
+	}
+}
+
+// What acquire does after one attempt.
+const (
+	done  = iota // return its result
+	again        // preempted: try again at once
+	poll         // another Lock of the session waits on the server: try again later
+)
+
+// Bounds of the pause between the tries of a Lock that polls.
+const (
+	pollMin = 5 * time.Millisecond
+	pollMax = 200 * time.Millisecond
+)
+
+// acquireOnce is one attempt of acquire, with the session entered.
+func (l *Lock) acquireOnce(ctx context.Context, op string, try bool) (bool, int, error) {
 	if err := l.enter(ctx); err != nil {
-		return false, fmt.Errorf("alock: %s: waiting for the session: %w", op, err)
+		return false, done, fmt.Errorf("alock: %s: waiting for the session: %w", op, err)
 	}
 	defer l.exit()
 	if ctx.Err() != nil {
-		return false, fmt.Errorf("alock: %s: %w", op, context.Cause(ctx))
+		return false, done, fmt.Errorf("alock: %s: %w", op, ctxErr(ctx))
 	}
-	if l.count() > 0 {
+	if l.count() > 0 { // another goroutine's acquisition, before our turn
 		if err := l.lostErr(op); err != nil {
-			return false, err
+			return false, done, err
 		}
 		l.setCount(1, 0)
-		return true, nil
+		return true, done, nil
 	}
 	if len(l.tags) > MaxIDs {
-		return false, fmt.Errorf("alock: %s: %w (%d given)", op, ErrTooManyIDs, len(l.tags))
+		return false, done, fmt.Errorf("alock: %s: %w (%d given)", op, ErrTooManyIDs, len(l.tags))
 	}
 	if len(l.tags) > 0 && l.conn.Closed() {
-		return false, fmt.Errorf("alock: %s: %w: its session is gone", op, ErrLost)
+		return false, done, l.lostErr(op)
 	}
 	if send := unheld(l.conn.Key(), l.mode, l.tags); len(send) > 0 {
-		ok, err := l.take(ctx, op, try, send)
-		if !ok || err != nil {
-			return false, err
+		ok, next, err := l.takeOrWait(ctx, op, try, send)
+		if !ok || err != nil || next != done {
+			return false, next, err
 		}
 	}
 	addHolds(l.conn.Key(), l.mode, l.tags)
 	token, err := l.nextToken(ctx)
 	if err != nil {
 		freed := dropHolds(l.conn.Key(), l.mode, l.tags) // not another Lock's holds
-		return false, errors.Join(fmt.Errorf("alock: %s: fencing token: %w", op, err), l.unlock(ctx, freed, true))
+		return false, done, errors.Join(fmt.Errorf("alock: %s: fencing token: %w", op, err), l.unlock(ctx, freed, true))
 	}
 	l.setCount(1, token)
-	return true, nil
+	return true, done, nil
+}
+
+// takeOrWait takes send. On a shared session a blocking take must not keep
+// the connection from the session's other users: the one Lock that has the
+// session's wait slot waits on the server, preemptibly (another user
+// interrupts the wait, which gives back what it took and starts again);
+// any other polls with a try.
+func (l *Lock) takeOrWait(ctx context.Context, op string, try bool, send []Tag) (bool, int, error) {
+	if try || l.guard == nil {
+		ok, err := l.take(ctx, op, try, send)
+		return ok, done, err
+	}
+	gate := l.guard.Gate()
+	if !gate.TakeSlot(l) {
+		ok, err := l.take(ctx, op, true, send)
+		if err == nil && !ok {
+			return false, poll, nil
+		}
+		return ok, done, err
+	}
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	withdraw := gate.Preemptible(func() { cancel(errPreempted) })
+	defer withdraw()
+	ok, err := l.take(wctx, op, false, send)
+	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(wctx), errPreempted) && !l.conn.Closed() {
+		if !errors.Is(err, errPreempted) { // failed on its own, and was also preempted
+			return false, done, err
+		}
+		return false, again, nil
+	}
+	if err != nil && ctx.Err() != nil && errors.Is(err, errPreempted) {
+		err = fmt.Errorf("alock: %s: %w", op, ctxErr(ctx))
+	}
+	return ok, done, err
+}
+
+// sleep waits for d, jittered by up to half, or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d/2 + rand.N(d/2+1))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctxErr(ctx)
+	}
 }
 
 // nextToken draws the fencing token of a new hold, if the Lock is fenced:

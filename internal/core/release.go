@@ -8,32 +8,35 @@ import (
 
 // Release gives back one acquisition; the last one unlocks on the server.
 //
-// A guarded session is waited for until ctx ends (the Lock then stays held),
-// or, if ctx has already ended, for CleanupTimeout.
+// Only the last one uses the connection. On a guarded session it waits for
+// the Lock's turn and the session until ctx ends (the Lock then stays
+// held), or, if ctx has already ended, for CleanupTimeout; it never waits
+// behind a blocked lock wait, which it preempts.
 func (l *Lock) Release(ctx context.Context) error {
 	op := "release " + l.label
+	if counted, err := l.countDown(op); counted {
+		return err
+	}
 	wait := ctx
 	if ctx.Err() != nil && l.guard != nil {
 		var cancel context.CancelFunc
 		wait, cancel = cleanupContext(ctx)
 		defer cancel()
 	}
+	if err := l.takeTurn(wait); err != nil {
+		return fmt.Errorf("alock: %s: waiting for the session: %w", op, err)
+	}
+	defer l.giveTurn()
+	if counted, err := l.countDown(op); counted { // counted down by others meanwhile
+		return err
+	}
+	l.setReleasing(true)
+	defer l.setReleasing(false)
 	if err := l.enter(wait); err != nil {
 		return fmt.Errorf("alock: %s: waiting for the session: %w", op, err)
 	}
 	defer l.exit()
-	if l.count() == 0 {
-		return fmt.Errorf("alock: %s: %w", op, ErrNotHeld)
-	}
-	if len(l.tags) == 0 {
-		l.setCount(-1, 0)
-		return nil
-	}
 	err := l.lostErr(op)
-	if l.count() > 1 {
-		l.setCount(-1, 0)
-		return err
-	}
 	freed := dropHolds(l.conn.Key(), l.mode, l.tags)
 	if err == nil {
 		err = l.unlock(ctx, freed, true)
@@ -43,6 +46,31 @@ func (l *Lock) Release(ctx context.Context) error {
 	}
 	l.setCount(-1, 0)
 	return err
+}
+
+// countDown is Release's path that does not use the connection: a Lock not
+// held, one held more than once, or one with no ids. counted is false when
+// the Release is the last and must unlock on the server.
+func (l *Lock) countDown(op string) (counted bool, err error) {
+	l.state.mu.Lock()
+	n := l.state.count
+	if n == 0 {
+		l.state.mu.Unlock()
+		return true, fmt.Errorf("alock: %s: %w", op, ErrNotHeld)
+	}
+	if n == 1 && len(l.tags) > 0 {
+		l.state.mu.Unlock()
+		return false, nil
+	}
+	l.state.count--
+	l.state.mu.Unlock()
+	if n == 1 && l.guard != nil {
+		l.guard.Released(l)
+	}
+	if len(l.tags) > 0 {
+		err = l.lostErr(op)
+	}
+	return true, err
 }
 
 // lostErr returns an error wrapping ErrLost if the session is known gone,
@@ -55,7 +83,20 @@ func (l *Lock) lostErr(op string) error {
 	if l.conn.Closed() {
 		forgetSession(l.conn.Key())
 	}
-	return fmt.Errorf("alock: %s: %w: its session is gone", op, ErrLost)
+	return fmt.Errorf("alock: %s: %w", op, gone(l.conn))
+}
+
+// gone says why a Conn's session is gone: closed by its owner (ErrClosed),
+// or lost (ErrLost, with the cause where the Conn knows it).
+func gone(c Conn) error {
+	if e, ok := c.(interface{ Err() error }); ok {
+		if err := e.Err(); errors.Is(err, ErrClosed) {
+			return err
+		} else if err != nil {
+			return err // wraps ErrLost and the cause
+		}
+	}
+	return fmt.Errorf("%w: its session is gone", ErrLost)
 }
 
 // unlock releases tags on the server, each of which this session holds once.

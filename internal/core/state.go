@@ -6,14 +6,18 @@ import (
 	"sync"
 )
 
-// A Guard serialises a Lock's operations with every other user of its
-// session (a Session's goroutines and its watchdog) and learns which Locks
-// hold, so that it can announce their loss. A plain connection has none.
+// A Guard shares a session among goroutines (a Session's, and its
+// watchdog) and learns which Locks hold, so that it can announce their loss.
+// A plain connection has none. Its Gate orders the users of the connection
+// (see Gate); Enter and Exit wrap the Gate's, with the session's own checks.
 type Guard interface {
-	// Enter waits until the session is free for one operation, or ctx ends.
+	// Enter waits until the session is free for one operation, or ctx ends;
+	// it preempts a user that only waits.
 	Enter(ctx context.Context) error
 	// Exit frees the session after the operation.
 	Exit()
+	// Gate is the session's gate, for the wait slot and preemption.
+	Gate() *Gate
 	// Held is told when l's count goes from zero to one.
 	Held(l *Lock)
 	// Released is told when l's count goes back to zero (or its hold is lost).
@@ -22,11 +26,12 @@ type Guard interface {
 
 // hold is a Lock's state, read by Locked, Lost and Token from any goroutine.
 type hold struct {
-	mu    sync.Mutex
-	count int
-	lost  chan struct{} // closed when the current hold is lost
-	gone  bool          // the current hold is lost
-	token int64         // fencing token of the current hold
+	mu        sync.Mutex
+	count     int
+	releasing bool          // the last Release is unlocking: no count-only Acquire
+	lost      chan struct{} // closed when the current hold is lost
+	gone      bool          // the current hold is lost
+	token     int64         // fencing token of the current hold
 }
 
 // Locked reports whether the Lock is held, as far as it knows.
@@ -104,6 +109,58 @@ func (l *Lock) setCount(delta int, token int64) {
 	} else if was > 0 && now == 0 {
 		l.guard.Released(l)
 	}
+}
+
+// countOnly is the fast path of a re-entrant Acquire: if the Lock is held
+// (and not being released) it counts one more acquisition without using
+// the connection, or reports the loss. counted is false when the Lock must go
+// to the server.
+func (l *Lock) countOnly(op string) (counted bool, err error) {
+	l.state.mu.Lock()
+	held := l.state.count > 0 && !l.state.releasing
+	l.state.mu.Unlock()
+	if !held {
+		return false, nil
+	}
+	if err := l.lostErr(op); err != nil {
+		return true, err
+	}
+	l.state.mu.Lock()
+	defer l.state.mu.Unlock()
+	if l.state.count == 0 || l.state.releasing {
+		return false, nil // released meanwhile
+	}
+	l.state.count++
+	return true, nil
+}
+
+// takeTurn makes the caller the one goroutine that takes or releases the
+// Lock's hold on the server; the others wait for it, until ctx ends. A Lock
+// on a plain connection belongs to one goroutine and needs no turn.
+func (l *Lock) takeTurn(ctx context.Context) error {
+	if l.guard == nil {
+		return nil
+	}
+	select {
+	case l.turn <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctxErr(ctx)
+	}
+}
+
+// giveTurn ends the caller's turn.
+func (l *Lock) giveTurn() {
+	if l.guard != nil {
+		<-l.turn
+	}
+}
+
+// setReleasing marks the last Release in progress (or over).
+func (l *Lock) setReleasing(on bool) {
+	l.state.mu.Lock()
+	l.state.releasing = on
+	l.state.mu.Unlock()
 }
 
 // enter takes the session for one operation.

@@ -1,0 +1,201 @@
+package core
+
+import (
+	"container/list"
+	"context"
+	"sync"
+)
+
+// Gate gives one connection to one user at a time, in the order they came.
+// A user that only waits on the connection (a lock wait, the watchdog's
+// parked read) declares itself preemptible: when another user comes, its
+// preempt function is called, and it ends its statement, exits and queues
+// again. So an operation never waits behind another goroutine's blocked
+// wait, only behind statements that run.
+//
+// One Lock of the connection at a time may wait on the server (the wait
+// slot); the others poll with try statements, each of which preempts the
+// slot's wait for one round trip.
+type Gate struct {
+	mu       sync.Mutex
+	busy     bool
+	preempt  func()    // the current user's, while it only waits
+	queue    list.List // of *gateWaiter, first come first
+	slot     any       // the Lock that may wait on the server, nil for none
+	closeErr error     // set by Shut: Enter fails with it
+	drained  chan struct{}
+}
+
+type gateWaiter struct {
+	ready chan struct{} // closed when the gate is handed over, or shut
+	err   error         // set before ready closes if the gate was shut
+}
+
+// Enter waits for the connection until ctx ends, preempting a user that
+// only waits. It fails with the gate's close error once it is shut.
+func (g *Gate) Enter(ctx context.Context) error {
+	g.mu.Lock()
+	if g.closeErr != nil {
+		g.mu.Unlock()
+		return g.closeErr
+	}
+	if !g.busy && g.queue.Len() == 0 {
+		g.busy = true
+		g.mu.Unlock()
+		return nil
+	}
+	w := &gateWaiter{ready: make(chan struct{})}
+	elem := g.queue.PushBack(w)
+	g.preemptLocked()
+	g.mu.Unlock()
+	select {
+	case <-w.ready:
+		return w.err
+	case <-ctx.Done():
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-w.ready: // handed over meanwhile: pass it on
+		if w.err == nil {
+			g.exitLocked()
+		}
+	default:
+		g.queue.Remove(elem)
+	}
+	return ctxErr(ctx)
+}
+
+// EnterIdle enters only if nobody uses the connection or waits for it, and
+// the gate is not shut.
+func (g *Gate) EnterIdle() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.busy || g.queue.Len() > 0 || g.closeErr != nil {
+		return false
+	}
+	g.busy = true
+	return true
+}
+
+// Exit hands the connection to the first waiter, or frees it.
+func (g *Gate) Exit() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.exitLocked()
+}
+
+func (g *Gate) exitLocked() {
+	g.preempt = nil
+	if front := g.queue.Front(); front != nil {
+		g.queue.Remove(front)
+		close(front.Value.(*gateWaiter).ready) // still busy: handed over
+		return
+	}
+	g.busy = false
+	if g.drained != nil {
+		close(g.drained)
+		g.drained = nil
+	}
+}
+
+// Preemptible declares that the current user only waits: preempt is called,
+// once, as soon as another user comes (at once if one already waits or the
+// gate is shut). preempt must not block. The declaration ends at Exit or
+// when withdraw is called.
+func (g *Gate) Preemptible(preempt func()) (withdraw func()) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.queue.Len() > 0 || g.closeErr != nil {
+		preempt()
+		return func() {}
+	}
+	g.preempt = preempt
+	return func() {
+		g.mu.Lock()
+		g.preempt = nil
+		g.mu.Unlock()
+	}
+}
+
+func (g *Gate) preemptLocked() {
+	if f := g.preempt; f != nil {
+		g.preempt = nil
+		f()
+	}
+}
+
+// TakeSlot makes owner the one user that may wait on the server, and
+// reports whether it is (it may already be). FreeSlot gives the slot back.
+func (g *Gate) TakeSlot(owner any) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.slot == nil {
+		g.slot = owner
+	}
+	return g.slot == owner
+}
+
+// FreeSlot gives back the wait slot if owner has it.
+func (g *Gate) FreeSlot(owner any) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.slot == owner {
+		g.slot = nil
+	}
+}
+
+// Shut makes every later Enter fail with cause, fails the queued ones,
+// preempts the current user, and waits until the connection is free, or ctx
+// ends (then it returns false and the user is still inside). After a true
+// the caller owns the connection for good.
+func (g *Gate) Shut(ctx context.Context, cause error) bool {
+	g.mu.Lock()
+	if g.closeErr == nil {
+		g.closeErr = cause
+	}
+	for e := g.queue.Front(); e != nil; e = g.queue.Front() {
+		w := g.queue.Remove(e).(*gateWaiter)
+		w.err = g.closeErr
+		close(w.ready)
+	}
+	g.preemptLocked()
+	if !g.busy {
+		g.busy = true
+		g.mu.Unlock()
+		return true
+	}
+	if g.drained == nil {
+		g.drained = make(chan struct{})
+	}
+	drained := g.drained
+	g.mu.Unlock()
+	select {
+	case <-drained:
+	case <-ctx.Done():
+		return false
+	}
+	return g.EnterShut(context.Background())
+}
+
+// EnterShut waits, until ctx ends, for the connection of a shut gate.
+func (g *Gate) EnterShut(ctx context.Context) bool {
+	for {
+		g.mu.Lock()
+		if !g.busy {
+			g.busy = true
+			g.mu.Unlock()
+			return true
+		}
+		if g.drained == nil {
+			g.drained = make(chan struct{})
+		}
+		drained := g.drained
+		g.mu.Unlock()
+		select {
+		case <-drained:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
