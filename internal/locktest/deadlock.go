@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pgalock/alock"
 	"github.com/pgalock/alock/internal/pgtest"
 )
@@ -155,5 +156,47 @@ func txDeadlockVictim(t *testing.T, e *env, b TxBackend) {
 		if got := Holds(t, e.dsn, pids[1-victim]); len(got) != 2 {
 			pgtest.Fatalf(t, "winner's pg_locks: %v, want Key(1) and Key(2)", got)
 		}
+	})
+}
+
+// deadlockWithPlainWaiter: the session under test holds Key(1) and wants
+// Key(2); a plain pgx session that waits in one statement, as the server
+// expects, holds Key(2) and wants Key(1). Whichever side the server picks
+// fails with a deadlock; the other gets its lock once the victim lets go.
+func deadlockWithPlainWaiter(t *testing.T, e *env) {
+	forEachWait(t, e.b, func(t *testing.T, e *env, waitCtx func() (context.Context, context.CancelFunc)) {
+		s, other := e.session(), e.other()
+		e.mustAcquire(s.NewLock(alock.Exclusive, alock.Key(1)))
+		e.exec(other, "SELECT pg_advisory_lock(2)")
+		setDeadlockTimeout(t, func(ctx context.Context, sql string) error { return s.Exec(ctx, sql) })
+		setDeadlockTimeout(t, func(ctx context.Context, sql string) error { _, err := other.Exec(ctx, sql); return err })
+		results := make(chan result, 2)
+		start := time.Now()
+		go func() {
+			ctx, cancel := waitCtx()
+			defer cancel()
+			results <- result{0, s.NewLock(alock.Exclusive, alock.Key(2)).Acquire(ctx)}
+		}()
+		go func() {
+			_, err := other.Exec(context.Background(), "SELECT pg_advisory_lock(1)")
+			if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == "40P01" {
+				err = fmt.Errorf("%w: %w", alock.ErrDeadlock, err)
+			}
+			results <- result{1, err}
+		}()
+		first := firstDeadlock(t, results, start)
+		if first.who == 0 {
+			e.expectHolds(s, hold(alock.Key(1), alock.Exclusive))
+			e.expectUsable(s)
+			if err := s.Exec(context.Background(), "SELECT pg_advisory_unlock_all()"); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			e.exec(other, "SELECT pg_advisory_unlock_all()")
+		}
+		if r := <-results; r.err != nil {
+			t.Fatalf("winner: %v", r.err)
+		}
+		t.Logf("victim: %s", []string{"the session under test", "the plain waiter"}[first.who])
 	})
 }
