@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -39,7 +40,7 @@ SELECT CASE WHEN pg_catalog.pg_backend_pid() IN (SELECT pid FROM chain)
 	THEN (extract(epoch FROM pg_catalog.current_setting('deadlock_timeout')::interval) * 1000)::bigint::text END`
 
 // nextSlice returns how long the next slice of a wait for tags on c lasts:
-// sliceTimeout, or deadlock_timeout plus sliceTimeout if the session is
+// shortSlice, or deadlock_timeout plus sliceTimeout if the session is
 // suspected of a deadlock. It is asked after a slice ran out, outside a
 // failed transaction block.
 func nextSlice(ctx context.Context, c Conn, tags []Tag) (time.Duration, error) {
@@ -49,13 +50,22 @@ func nextSlice(ctx context.Context, c Conn, tags []Tag) (time.Duration, error) {
 		return err
 	})
 	if err != nil || text == "" {
-		return sliceTimeout, err
+		return shortSlice(), err
 	}
 	ms, err := strconv.ParseInt(text, 10, 64)
 	if err != nil {
-		return sliceTimeout, err
+		return shortSlice(), err
 	}
 	return time.Duration(ms)*time.Millisecond + sliceTimeout, nil
+}
+
+// shortSlice returns the length of a slice when no deadlock is suspected: a
+// random length between half of sliceTimeout and sliceTimeout. Two waiters in
+// slices that started together would otherwise stay in step, each asking
+// about the other while the other is between slices and waits for nothing,
+// and neither would suspect the deadlock.
+func shortSlice() time.Duration {
+	return sliceTimeout/2 + rand.N(sliceTimeout/2+1)
 }
 
 // tagList renders tags as pg_locks shows them, "classid:objid:objsubid",

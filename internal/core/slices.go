@@ -21,7 +21,7 @@ const sliceTimeout = 100 * time.Millisecond
 // Between slices it asks whether it is suspected of a deadlock, and if so
 // waits long enough for the server to check (see nextSlice).
 func (l *Lock) takeInSlices(ctx context.Context, op string, sp savepoint, send []Tag) (bool, error) {
-	rest, slice := send, sliceTimeout
+	rest, slice := send, shortSlice()
 	for {
 		wait := slice
 		if deadline, ok := ctx.Deadline(); ok {

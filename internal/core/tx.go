@@ -35,7 +35,7 @@ func LockTx(ctx context.Context, c Conn, m Mode, tags []Tag, label string) error
 			return describe(op, ctx, false, c, err)
 		}
 	}
-	slice := sliceTimeout
+	slice := shortSlice()
 	for {
 		wait := time.Duration(0)
 		if restore != "" {
