@@ -4,30 +4,37 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"errors"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
-// sqlConn presents a *sql.Conn to the core Lock. With pgx's stdlib driver it
-// reaches the *pgx.Conn underneath for cancel requests and the transaction
-// status; with other drivers (lib/pq) waits run in slices of the server's
-// lock_timeout and the session is assumed outside a transaction block.
+// sqlConn presents a *sql.Conn to the core Lock. database/sql allows the
+// driver connection to be used only inside (*sql.Conn).Raw, so sqlConn keeps
+// nothing of it: with pgx's stdlib driver it keeps a cancel-only PgConn made
+// of copies (see cancelOnly) for cancel requests, and reads the transaction
+// status and whether the connection is closed inside Raw each time. With
+// other drivers (lib/pq) waits run in slices of the server's lock_timeout and
+// the session is assumed outside a transaction block.
 type sqlConn struct {
-	c   *sql.Conn
-	pgx *pgx.Conn // nil unless the driver is pgx's stdlib
+	c      *sql.Conn
+	cancel *pgconn.PgConn // nil unless the driver is pgx's stdlib
 }
 
 func newSQLConn(c *sql.Conn) sqlConn {
 	s := sqlConn{c: c}
 	_ = c.Raw(func(dc any) error {
 		if sc, ok := dc.(*stdlib.Conn); ok {
-			s.pgx = sc.Conn()
+			s.cancel = cancelOnly(sc)
 		}
 		return nil
 	})
 	return s
 }
+
+// errClosed makes Raw report a pgx connection that is closed.
+var errClosed = errors.New("alock: connection closed")
 
 func (s sqlConn) Key() any { return s.c }
 
@@ -42,14 +49,19 @@ func (s sqlConn) QueryText(ctx context.Context, query string, args []any) (strin
 	return text.String, err
 }
 
-func (s sqlConn) CanCancel() bool { return s.pgx != nil }
+func (s sqlConn) CanCancel() bool { return s.cancel != nil }
 
-func (s sqlConn) Cancel(ctx context.Context) error { return s.pgx.PgConn().CancelRequest(ctx) }
+func (s sqlConn) Cancel(ctx context.Context) error { return s.cancel.CancelRequest(ctx) }
 
 // Closed reports a *sql.Conn that was closed or discarded (Raw then fails),
 // or whose pgx connection is closed.
 func (s sqlConn) Closed() bool {
-	return s.c.Raw(func(any) error { return nil }) != nil || (s.pgx != nil && s.pgx.IsClosed())
+	return s.c.Raw(func(dc any) error {
+		if sc, ok := dc.(*stdlib.Conn); ok && sc.Conn().IsClosed() {
+			return errClosed
+		}
+		return nil
+	}) != nil
 }
 
 // Close discards the connection: database/sql closes it instead of pooling
@@ -60,10 +72,14 @@ func (s sqlConn) Close(context.Context) {
 }
 
 func (s sqlConn) TxStatus() byte {
-	if s.pgx != nil {
-		return s.pgx.PgConn().TxStatus()
-	}
-	return 'I'
+	status := byte('I')
+	_ = s.c.Raw(func(dc any) error {
+		if sc, ok := dc.(*stdlib.Conn); ok {
+			status = sc.Conn().PgConn().TxStatus()
+		}
+		return nil
+	})
+	return status
 }
 
 // sqlTx presents a *sql.Tx to the core's transaction locks. database/sql

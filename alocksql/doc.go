@@ -8,4 +8,29 @@
 // (*sql.DB).Conn), never a *sql.DB, and that *sql.Conn must not go back to
 // the pool while a lock is held on it. (*sql.Conn).Close does not check;
 // [CloseConn] does.
+//
+// # Cancellation and deadlocks
+//
+// Both drivers close the connection, and so end every lock of its session,
+// when the context of a statement ends. A Lock never lets them. With pgx's
+// stdlib driver it interrupts a wait with a cancel request, from a copy of
+// the session's cancel key taken inside (*sql.Conn).Raw: nothing of the
+// driver connection is used after Raw returns. With lib/pq, and for
+// [LockTx] with either driver (database/sql gives no way to the driver
+// connection of a *sql.Tx), a wait under a context that can end runs in
+// slices of the server's lock_timeout of 50 to 100 ms, so the end of the
+// context is noticed within a slice; the session's own lock_timeout is
+// overridden meanwhile.
+//
+// PostgreSQL finds a deadlock only in a wait that lasts its deadlock_timeout
+// (1 s by default), longer than a slice. So between slices a waiter asks the
+// server whether a session that holds or waits for a lock it wants is, by
+// pg_blocking_pids, waiting for it; if so it waits deadlock_timeout plus
+// 100 ms in one slice, and the server's own check runs during it. The server
+// decides whether there is a deadlock and picks the one victim, whose wait
+// returns an error wrapping alock.ErrDeadlock, as with a single wait: the
+// Lock holds none of its ids and the session's other locks stay. A deadlock
+// is so reported soon after deadlock_timeout (1.0 to 1.1 s with the
+// default); during such a long slice the end of the context is noticed only
+// when the slice ends.
 package alocksql

@@ -12,8 +12,11 @@ import (
 // ends, waiting under a savepoint so that a failed wait leaves tx usable.
 // database/sql gives no way to cancel a statement without closing its
 // connection, so a wait under a context that can end runs in slices of the
-// server's lock_timeout (100 ms), as Lock does with lib/pq; the
-// transaction's own lock_timeout is restored after each slice.
+// server's lock_timeout (50 to 100 ms, or deadlock_timeout plus 100 ms while
+// a deadlock is suspected), as Lock does with lib/pq; the transaction's own
+// lock_timeout is restored after each slice. A deadlock returns an error
+// wrapping alock.ErrDeadlock, after which tx holds what it held before and
+// is usable.
 func LockTx(ctx context.Context, tx *sql.Tx, mode alock.Mode, ids ...alock.ID) error {
 	return core.LockTx(ctx, sqlTx{tx}, core.Mode(mode), tags(ids), core.Describe(mode.String(), ids))
 }

@@ -18,10 +18,12 @@ const sliceTimeout = 100 * time.Millisecond
 // granted and waits again for the rest until all is held or ctx ends. The
 // waiter loses its place in the server's queue between slices, so it is less
 // fair than a single wait. The session's own lock_timeout is overridden.
+// Between slices it asks whether it is suspected of a deadlock, and if so
+// waits long enough for the server to check (see nextSlice).
 func (l *Lock) takeInSlices(ctx context.Context, op string, sp savepoint, send []Tag) (bool, error) {
-	rest := send
+	rest, slice := send, shortSlice()
 	for {
-		wait := sliceTimeout
+		wait := slice
 		if deadline, ok := ctx.Deadline(); ok {
 			wait = min(wait, time.Until(deadline))
 		}
@@ -43,6 +45,9 @@ func (l *Lock) takeInSlices(ctx context.Context, op string, sp savepoint, send [
 		}
 		if len(rest) == 0 {
 			return true, sp.release(ctx, l.conn)
+		}
+		if slice, err = nextSlice(ctx, l.conn, rest); err != nil {
+			return false, errors.Join(fmt.Errorf("alock: %s: %w", op, err), l.giveBack(ctx, sp, send))
 		}
 	}
 }

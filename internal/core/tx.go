@@ -35,10 +35,11 @@ func LockTx(ctx context.Context, c Conn, m Mode, tags []Tag, label string) error
 			return describe(op, ctx, false, c, err)
 		}
 	}
+	slice := shortSlice()
 	for {
 		wait := time.Duration(0)
 		if restore != "" {
-			wait = sliceTimeout
+			wait = slice
 			if deadline, ok := ctx.Deadline(); ok {
 				wait = min(wait, time.Until(deadline))
 			}
@@ -57,6 +58,9 @@ func LockTx(ctx context.Context, c Conn, m Mode, tags []Tag, label string) error
 		case rerr != nil:
 			return fmt.Errorf("alock: %s: %w; the transaction is aborted (roll it back): %w", op, err, rerr)
 		case sliceOver && ctx.Err() == nil:
+			if slice, err = nextSlice(ctx, c, tags); err != nil {
+				return fmt.Errorf("alock: %s: %w", op, err)
+			}
 			continue
 		case sliceOver:
 			return fmt.Errorf("alock: %s: %w", op, context.Cause(ctx))

@@ -44,53 +44,6 @@ func cancelledSendsNothing(t *testing.T, e *env) {
 	e.expectUsable(s)
 }
 
-func deadlockVictim(t *testing.T, e *env) {
-	s := []Session{e.session(), e.session()}
-	e.mustAcquire(s[0].NewLock(alock.Exclusive, alock.Key(1)))
-	e.mustAcquire(s[1].NewLock(alock.Exclusive, alock.Key(2)))
-	for _, x := range s {
-		if err := x.Exec(context.Background(), "SET deadlock_timeout = '50ms'"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	type result struct {
-		who int
-		err error
-	}
-	results := make(chan result, 2)
-	go func() {
-		results <- result{0, s[0].NewLock(alock.Exclusive, alock.Key(2)).Acquire(context.Background())}
-	}()
-	go func() {
-		results <- result{1, s[1].NewLock(alock.Exclusive, alock.Key(1)).Acquire(context.Background())}
-	}()
-	first := <-results
-	if !errors.Is(first.err, alock.ErrDeadlock) {
-		t.Fatalf("first result: %v, want ErrDeadlock", first.err)
-	}
-	victim, winner := s[first.who], s[1-first.who]
-	// The victim still holds its first lock; the other side proceeds only
-	// when the victim lets go of it.
-	select {
-	case r := <-results:
-		t.Fatalf("second Acquire returned %v while the victim still holds its lock", r.err)
-	case <-time.After(100 * time.Millisecond):
-	}
-	if got := len(e.holds(victim.PID())); got != 1 {
-		t.Fatalf("victim holds %d locks, want its first one", got)
-	}
-	e.expectUsable(victim)
-	if err := victim.Exec(context.Background(), "SELECT pg_advisory_unlock_all()"); err != nil {
-		t.Fatal(err)
-	}
-	if r := <-results; r.err != nil {
-		t.Fatalf("winner: %v", r.err)
-	}
-	if got := len(e.holds(winner.PID())); got != 2 {
-		t.Fatalf("winner holds %d locks, want 2", got)
-	}
-}
-
 func serverTimeouts(t *testing.T, e *env) {
 	for _, setting := range []string{"lock_timeout", "statement_timeout"} {
 		t.Run(setting, func(t *testing.T) {

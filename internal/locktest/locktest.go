@@ -60,6 +60,7 @@ func Run(t *testing.T, b Backend) {
 		{"DeadlineKeepsSessionAndOtherLocks", deadlineKeepsSession},
 		{"CancelledContextSendsNothing", cancelledSendsNothing},
 		{"DeadlockVictimKeepsOtherHolds", deadlockVictim},
+		{"DeadlockWithPlainWaiter", deadlockWithPlainWaiter},
 		{"ServerTimeoutsLeaveNothingHeld", serverTimeouts},
 		{"KilledBackendWhileWaiting", killedWhileWaiting},
 		{"ReleaseReportsLoss", releaseReportsLoss},

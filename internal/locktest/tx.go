@@ -34,6 +34,10 @@ func RunTx(t *testing.T, b TxBackend) {
 		t.Parallel()
 		txGrantCancelRace(t, newEnv(t, Backend{Name: b.Name}), b)
 	})
+	t.Run("DeadlockVictimKeepsOtherHolds", func(t *testing.T) {
+		t.Parallel()
+		txDeadlockVictim(t, newEnv(t, Backend{Name: b.Name}), b)
+	})
 }
 
 // txGrantCancelRace is grantCancelRace for LockTx: an error means the
