@@ -24,12 +24,16 @@
 // A [Session] (see [Open]) owns one dedicated connection and watches it:
 // while it is idle a watchdog parks a read that wakes as soon as the server
 // ends the session or the socket closes, and probes the server every
-// KeepaliveInterval, which also bounds a silently cut network and defeats
+// KeepaliveInterval (or a third of the server's idle_session_timeout, if
+// shorter), which also bounds a silently cut network and defeats
 // idle_session_timeout. On loss, [Session.Done] and every held Lock's
-// [Lock.Lost] close, and [Session.Err] says why. A Session never reconnects
-// and re-locks behind the program's back. Its Locks are safe for concurrent
+// [Lock.Lost] close, [Session.Err] says why (an error wrapping [ErrLost] and
+// the cause; [ErrClosed] after [Session.Close], which is not a loss), and
+// the ctx of a running [Lock.Do] ends. A Session never reconnects and
+// re-locks behind the program's back. Its Locks are safe for concurrent
 // use; they share one database session, so they exclude other sessions,
-// not each other.
+// not each other. No operation waits behind another goroutine's lock wait:
+// the wait is interrupted and resumed (see [Session]).
 //
 // # Fencing
 //

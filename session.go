@@ -17,21 +17,33 @@ import (
 //
 // Open connects it; NewExclusive and NewShare make Locks on it. Unlike Locks
 // on a plain *pgx.Conn, a Session's Locks are safe for use by many
-// goroutines at once: the Session serialises its connection, so one
-// goroutine's waiting Acquire makes the others' operations wait their turn
-// (their contexts still bound that wait). All Locks of a Session share one
+// goroutines at once. The connection serves one statement at a time, in
+// the order the goroutines came, and never waits behind a lock wait: an
+// Acquire that must wait for a lock held elsewhere waits on the server only
+// while nobody else needs the connection; another goroutine's operation
+// interrupts the wait (a cancel request, the statement's grants given
+// back), runs, and the wait starts again. One Lock of the Session waits on
+// the server at a time; others that must wait meanwhile retry with
+// try-locks every 5 to 200 ms. Re-entrant Acquires and Releases that only
+// count do not use the connection at all. All Locks of a Session share one
 // database session, so they never block each other: a Session gives mutual
 // exclusion between sessions (processes, machines), not between the
 // goroutines that share it.
 //
+// Because an interrupted wait starts again, the server detects a deadlock
+// (after deadlock_timeout of uninterrupted waiting) only while the Session
+// has no other traffic; and a waiter that retries with try-locks can be
+// overtaken by sessions that queue on the server.
+//
 // While the connection is idle a watchdog parks a read on it, which wakes at
 // once when the server ends the session (pg_terminate_backend, restart,
-// crash) or the socket closes, and probes the server every
-// KeepaliveInterval, which also defeats idle_session_timeout and idle
-// reapers. When the session is lost, Done closes, Err says why, every held
-// Lock's Lost channel closes, Locked turns false and Release returns an
-// error wrapping ErrLost. A Session never reconnects: open a new one, and
-// acquire again, which yields a new fencing token.
+// crash) or the socket closes, and probes the server after KeepaliveInterval
+// of idleness (or a third of the server's idle_session_timeout, if shorter),
+// which also defeats idle_session_timeout and idle reapers. When the session
+// is lost, Done closes, Err says why, every held Lock's Lost channel closes,
+// Locked turns false and Release returns an error wrapping ErrLost. A
+// Session never reconnects: open a new one, and acquire again, which yields
+// a new fencing token.
 type Session struct {
 	conn *pgx.Conn
 	opts SessionOptions
