@@ -1,6 +1,7 @@
 package alock
 
 import (
+	"errors"
 	"time"
 
 	"github.com/pgalock/alock/internal/core"
@@ -30,6 +31,15 @@ var (
 	// wrap ErrLost.
 	ErrClosed = core.ErrClosed
 
+	// ErrLockTimeout: an acquisition was ended by the lock_timeout the
+	// session set (SQLSTATE 55P03). Nothing of it stays held.
+	ErrLockTimeout = core.ErrLockTimeout
+
+	// ErrStatementTimeout: an acquisition was ended by the statement_timeout
+	// the session set (SQLSTATE 57014, "canceling statement due to statement
+	// timeout"). Nothing of it stays held.
+	ErrStatementTimeout = core.ErrStatementTimeout
+
 	// ErrTooManyIDs: a Lock has more than MaxIDs distinct ids.
 	ErrTooManyIDs = core.ErrTooManyIDs
 )
@@ -51,3 +61,28 @@ const MaxIDs = 64
 // waits as long as the network does, like any pgx call. A session that
 // cannot be brought to a known state within it is closed.
 const CleanupTimeout = 5 * time.Second
+
+// LostError is the error of an operation that found a Lock's hold lost: its
+// session ended, or the server no longer held it. It wraps ErrLost and the
+// cause, so errors.Is(err, ErrLost) holds; errors.As gives the ids.
+type LostError struct {
+	IDs []ID  // the Lock's ids
+	Err error // what the operation saw, wrapping ErrLost and the cause
+}
+
+func (e *LostError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the error it wraps, which wraps ErrLost.
+func (e *LostError) Unwrap() error { return e.Err }
+
+// lostError wraps err in a *LostError for ids if it is a loss.
+func lostError(ids []ID, err error) error {
+	if err == nil || !errors.Is(err, ErrLost) {
+		return err
+	}
+	var already *LostError
+	if errors.As(err, &already) {
+		return err
+	}
+	return &LostError{IDs: ids, Err: err}
+}

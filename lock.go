@@ -29,6 +29,7 @@ type Lock struct {
 	mode    Mode
 	ids     []ID
 	session *Session // nil on a plain *pgx.Conn
+	tracer  Tracer   // nil for none
 }
 
 // NewExclusive returns an unheld Lock on conn over ids in Exclusive mode.
@@ -70,7 +71,7 @@ func describeLock(m Mode, ids []ID) string { return core.Describe(m.String(), id
 // leaves the transaction usable; this costs two more round trips.
 func (l *Lock) Acquire(ctx context.Context) error {
 	ctx = l.traceStart(ctx)
-	err := l.core.Acquire(ctx)
+	err := lostError(l.ids, l.core.Acquire(ctx))
 	l.traceEnd(ctx, err == nil, err)
 	return err
 }
@@ -83,6 +84,7 @@ func (l *Lock) Acquire(ctx context.Context) error {
 func (l *Lock) TryAcquire(ctx context.Context) (bool, error) {
 	ctx = l.traceStart(ctx)
 	ok, err := l.core.TryAcquire(ctx)
+	err = lostError(l.ids, err)
 	l.traceEnd(ctx, ok, err)
 	return ok, err
 }
@@ -101,8 +103,8 @@ func (l *Lock) TryAcquire(ctx context.Context) (bool, error) {
 // timeout) Release closes the connection, so that nothing stays locked, and
 // returns an error wrapping ErrLost.
 func (l *Lock) Release(ctx context.Context) error {
-	err := l.core.Release(ctx)
-	if t := l.tracer(); t != nil {
+	err := lostError(l.ids, l.core.Release(ctx))
+	if t, ok := l.tracer.(ReleaseTracer); ok {
 		t.Release(ctx, l, err)
 	}
 	return err
@@ -140,7 +142,7 @@ func (l *Lock) Do(ctx context.Context, fn func(ctx context.Context) error) error
 				if cause == nil { // the server no longer held it
 					cause = ErrLost
 				}
-				cancel(fmt.Errorf("alock: %s: %w", l, cause))
+				cancel(lostError(l.ids, fmt.Errorf("alock: %s: %w", l, cause)))
 			case <-stop:
 			}
 		}()
@@ -185,26 +187,25 @@ func (l *Lock) String() string { return describeLock(l.mode, l.ids) }
 // IDs returns a copy of the ids the Lock was made with, duplicates included.
 func (l *Lock) IDs() []ID { return slices.Clone(l.ids) }
 
-// tracer returns the Session's tracer, if any.
-func (l *Lock) tracer() Tracer {
-	if l.session == nil {
-		return nil
-	}
-	return l.session.opts.Tracer
+// Trace makes t the Lock's tracer and returns l; call it before the Lock is
+// used. A Lock made by a Session has the Session's tracer already.
+func (l *Lock) Trace(t Tracer) *Lock {
+	l.tracer = t
+	return l
 }
 
 func (l *Lock) traceStart(ctx context.Context) context.Context {
-	if t := l.tracer(); t != nil {
-		return t.AcquireStart(ctx, l)
+	if l.tracer != nil {
+		return l.tracer.AcquireStart(ctx, l)
 	}
 	return ctx
 }
 
 func (l *Lock) traceEnd(ctx context.Context, acquired bool, err error) {
-	if t := l.tracer(); t != nil {
-		t.AcquireEnd(ctx, l, acquired, err)
+	if l.tracer != nil {
+		l.tracer.AcquireEnd(ctx, l, acquired, err)
 	}
 	if l.session != nil {
-		l.session.log(slog.LevelDebug, "alock: acquire", "lock", l.String(), "acquired", acquired, "err", err)
+		l.session.log(ctx, slog.LevelDebug, "alock: acquire", "lock", l.String(), "acquired", acquired, "err", err)
 	}
 }

@@ -85,9 +85,11 @@ type SessionOptions struct {
 	// the primary never sees. Default false: Open returns ErrStandby.
 	AllowStandby bool
 	// Logger, if set, receives the session's events: loss at Warn, Close at
-	// Info, acquisitions at Debug.
+	// Info, acquisitions at Debug, with the operation's ctx.
 	Logger *slog.Logger
-	// Tracer, if set, is told of every acquisition, release and loss.
+	// Tracer, if set, is told of every acquisition of the session's Locks;
+	// of every release too if it is a ReleaseTracer, and of the session's
+	// loss if it is a LostTracer.
 	Tracer Tracer
 }
 
@@ -119,7 +121,7 @@ func (s *Session) newLock(m Mode, ids []ID) *Lock {
 		opts.Fence = s.opts.FenceSequence
 	}
 	l := newLockOn(sessionConn{pgxConn{s.conn}, s}, m, ids, opts)
-	l.session = s
+	l.session, l.tracer = s, s.opts.Tracer
 	return l
 }
 
@@ -159,7 +161,7 @@ func (s *Session) Close(ctx context.Context) error {
 	err := s.conn.Close(context.WithoutCancel(ctx))
 	s.lose(errSessionClosed)
 	<-s.watched
-	s.log(slog.LevelInfo, "alock: session closed")
+	s.log(ctx, slog.LevelInfo, "alock: session closed")
 	return err
 }
 
@@ -192,9 +194,9 @@ func (s *Session) lose(cause error) {
 		l.MarkLost()
 	}
 	if cause != errSessionClosed {
-		s.log(slog.LevelWarn, "alock: session lost", "err", cause, "locks", len(held))
-		if s.opts.Tracer != nil {
-			s.opts.Tracer.Lost(s, cause)
+		s.log(context.Background(), slog.LevelWarn, "alock: session lost", "err", cause, "locks", len(held))
+		if t, ok := s.opts.Tracer.(LostTracer); ok {
+			t.Lost(s, cause)
 		}
 	}
 	close(s.done) // last: whoever waits on Done sees the rest done
@@ -210,9 +212,10 @@ func (s *Session) lost() bool {
 	}
 }
 
-func (s *Session) log(level slog.Level, msg string, args ...any) {
+// log logs an event of the session; ctx is the operation's, if any.
+func (s *Session) log(ctx context.Context, level slog.Level, msg string, args ...any) {
 	if s.opts.Logger != nil {
-		s.opts.Logger.Log(context.Background(), level, msg, args...)
+		s.opts.Logger.Log(ctx, level, msg, args...)
 	}
 }
 

@@ -92,3 +92,45 @@ func TestDoContextEndsOnLoss(t *testing.T) {
 		t.Fatalf("cause: %v, want ErrLost", cause)
 	}
 }
+
+// acquireOnlyTracer implements Tracer and none of the optional interfaces.
+type acquireOnlyTracer struct{ ends atomic.Int32 }
+
+func (a *acquireOnlyTracer) AcquireStart(ctx context.Context, _ *alock.Lock) context.Context {
+	return ctx
+}
+
+func (a *acquireOnlyTracer) AcquireEnd(context.Context, *alock.Lock, bool, error) { a.ends.Add(1) }
+
+// TestTracerOnAPlainConnAndOptionalEvents: a Tracer without the optional
+// interfaces works, on a plain connection too; a lost Lock's error is a
+// *LostError with its ids.
+func TestTracerOnAPlainConnAndOptionalEvents(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	conn := pgtest.Connect(t, dsn)
+	tr := &acquireOnlyTracer{}
+	l := alock.NewExclusive(conn, alock.Key(1), alock.Pair(1, 2)).Trace(tr)
+	if err := l.Do(ctx, func(context.Context) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if tr.ends.Load() != 1 {
+		t.Fatalf("AcquireEnd called %d times, want 1", tr.ends.Load())
+	}
+	if err := l.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	terminate(t, dsn, conn.PgConn().PID())
+	err := l.Release(ctx)
+	var lost *alock.LostError
+	if !errors.As(err, &lost) || !errors.Is(err, alock.ErrLost) || len(lost.IDs) != 2 || lost.IDs[1] != alock.Pair(1, 2) {
+		t.Fatalf("Release: %v, want a *LostError with the ids", err)
+	}
+	s := openSession(t, dsn, &alock.SessionOptions{Tracer: tr})
+	if err := s.NewExclusive(alock.Key(3)).Do(ctx, func(context.Context) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	terminate(t, dsn, s.PID())
+	<-s.Done()
+}

@@ -4,15 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // The sentinels re-exported by alock; see their documentation there.
 var (
-	ErrNotHeld    = errors.New("alock: lock not held")
-	ErrLost       = errors.New("alock: lock lost")
-	ErrClosed     = errors.New("alock: session closed")
-	ErrDeadlock   = errors.New("alock: deadlock detected")
-	ErrTooManyIDs = fmt.Errorf("alock: more than %d ids in one lock", MaxIDs)
+	ErrNotHeld = errors.New("alock: lock not held")
+	ErrLost    = errors.New("alock: lock lost")
+	ErrClosed  = errors.New("alock: session closed")
+
+	ErrLockTimeout      = errors.New("alock: lock_timeout expired")
+	ErrStatementTimeout = errors.New("alock: statement_timeout expired")
+	ErrDeadlock         = errors.New("alock: deadlock detected")
+	ErrTooManyIDs       = fmt.Errorf("alock: more than %d ids in one lock", MaxIDs)
 )
 
 // errPreempted is the cause with which a Session's lock wait is
@@ -63,9 +67,12 @@ func describe(op string, ctx context.Context, cancelled bool, c Conn, err error)
 	case stateDeadlock:
 		return fmt.Errorf("alock: %s: %w: %w", op, ErrDeadlock, err)
 	case stateLockTimeout:
-		return fmt.Errorf("alock: %s: lock_timeout expired: %w", op, err)
+		return fmt.Errorf("alock: %s: %w: %w", op, ErrLockTimeout, err)
 	case stateCanceled:
-		return fmt.Errorf("alock: %s: cancelled by the server (statement_timeout or a cancel request): %w", op, err)
+		if strings.Contains(err.Error(), "statement timeout") {
+			return fmt.Errorf("alock: %s: %w: %w", op, ErrStatementTimeout, err)
+		}
+		return fmt.Errorf("alock: %s: cancelled by the server (a cancel request from elsewhere): %w", op, err)
 	case stateOutOfMemory:
 		return fmt.Errorf("alock: %s: the server's shared lock table is full (raise max_locks_per_transaction or hold fewer locks): %w", op, err)
 	case stateTxAborted:

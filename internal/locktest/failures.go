@@ -45,7 +45,7 @@ func cancelledSendsNothing(t *testing.T, e *env) {
 }
 
 func serverTimeouts(t *testing.T, e *env) {
-	for _, setting := range []string{"lock_timeout", "statement_timeout"} {
+	for setting, sentinel := range map[string]error{"lock_timeout": alock.ErrLockTimeout, "statement_timeout": alock.ErrStatementTimeout} {
 		t.Run(setting, func(t *testing.T) {
 			e := newEnv(t, e.b)
 			s, other := e.session(), e.other()
@@ -56,8 +56,8 @@ func serverTimeouts(t *testing.T, e *env) {
 				t.Fatal(err)
 			}
 			err := s.NewLock(alock.Exclusive, alock.Key(1), alock.Key(2)).Acquire(context.Background())
-			if err == nil || !strings.Contains(err.Error(), setting) {
-				t.Fatalf("Acquire: %v, want an error that says %s", err, setting)
+			if !errors.Is(err, sentinel) || !strings.Contains(err.Error(), setting) {
+				t.Fatalf("Acquire: %v, want an error wrapping %v", err, sentinel)
 			}
 			e.expectHolds(s, hold(alock.Key(1), alock.Share))
 			e.expectUsable(s)
