@@ -28,8 +28,9 @@ type Lock struct {
 	core    *core.Lock
 	mode    Mode
 	ids     []ID
-	session *Session // nil on a plain *pgx.Conn
-	tracer  Tracer   // nil for none
+	session *Session    // nil on a plain *pgx.Conn
+	locker  *lockerLock // set, and core nil, for a Lock made by a Locker
+	tracer  Tracer      // nil for none
 }
 
 // NewExclusive returns an unheld Lock on conn over ids in Exclusive mode.
@@ -47,7 +48,12 @@ func newLock(conn *pgx.Conn, m Mode, ids []ID) *Lock {
 }
 
 func newLockOn(c core.Conn, m Mode, ids []ID, opts core.Options) *Lock {
-	return &Lock{core: core.NewLock(c, describeLock(m, ids), core.Mode(m), tags(ids), opts), mode: m, ids: slices.Clone(ids)}
+	return &Lock{core: newCoreOn(c, m, ids, opts), mode: m, ids: slices.Clone(ids)}
+}
+
+// newCoreOn returns the core Lock of a Lock on c.
+func newCoreOn(c core.Conn, m Mode, ids []ID, opts core.Options) *core.Lock {
+	return core.NewLock(c, describeLock(m, ids), core.Mode(m), tags(ids), opts)
 }
 
 // describeLock names a lock in messages: exclusive [Key(1) Name("jobs")].
@@ -71,7 +77,12 @@ func describeLock(m Mode, ids []ID) string { return core.Describe(m.String(), id
 // leaves the transaction usable; this costs two more round trips.
 func (l *Lock) Acquire(ctx context.Context) error {
 	ctx = l.traceStart(ctx)
-	err := lostError(l.ids, l.core.Acquire(ctx))
+	var err error
+	if l.locker != nil {
+		_, err = l.locker.acquire(ctx, false)
+	} else {
+		err = lostError(l.ids, l.core.Acquire(ctx))
+	}
 	l.traceEnd(ctx, err == nil, err)
 	return err
 }
@@ -83,8 +94,14 @@ func (l *Lock) Acquire(ctx context.Context) error {
 // returns true. Cancellation and failures are handled as for Acquire.
 func (l *Lock) TryAcquire(ctx context.Context) (bool, error) {
 	ctx = l.traceStart(ctx)
-	ok, err := l.core.TryAcquire(ctx)
-	err = lostError(l.ids, err)
+	var ok bool
+	var err error
+	if l.locker != nil {
+		ok, err = l.locker.acquire(ctx, true)
+	} else {
+		ok, err = l.core.TryAcquire(ctx)
+		err = lostError(l.ids, err)
+	}
 	l.traceEnd(ctx, ok, err)
 	return ok, err
 }
@@ -103,7 +120,12 @@ func (l *Lock) TryAcquire(ctx context.Context) (bool, error) {
 // timeout) Release closes the connection, so that nothing stays locked, and
 // returns an error wrapping ErrLost.
 func (l *Lock) Release(ctx context.Context) error {
-	err := lostError(l.ids, l.core.Release(ctx))
+	var err error
+	if l.locker != nil {
+		err = l.locker.release(ctx)
+	} else {
+		err = lostError(l.ids, l.core.Release(ctx))
+	}
 	if t, ok := l.tracer.(ReleaseTracer); ok {
 		t.Release(ctx, l, err)
 	}
@@ -113,7 +135,13 @@ func (l *Lock) Release(ctx context.Context) error {
 // Locked reports whether the Lock is held: its count is above zero and, as
 // far as it knows, its session is alive. A session killed while idle is
 // noticed at its next statement.
-func (l *Lock) Locked() bool { return l.core.Locked() }
+func (l *Lock) Locked() bool {
+	if l.locker != nil {
+		h := l.locker.current()
+		return h != nil && h.core.Locked()
+	}
+	return l.core.Locked()
+}
 
 // Do acquires the Lock, runs fn and releases the Lock, also when fn panics
 // (the panic then goes on). It returns the Acquire error, or fn's error
@@ -127,7 +155,7 @@ func (l *Lock) Locked() bool { return l.core.Locked() }
 // (see Token).
 func (l *Lock) Do(ctx context.Context, fn func(ctx context.Context) error) error {
 	return core.Do(ctx, l.Acquire, l.Release, func(ctx context.Context) error {
-		if l.session == nil {
+		if l.session == nil && l.locker == nil {
 			return fn(ctx)
 		}
 		fctx, cancel := context.WithCancelCause(ctx)
@@ -138,7 +166,7 @@ func (l *Lock) Do(ctx context.Context, fn func(ctx context.Context) error) error
 		go func() {
 			select {
 			case <-lost:
-				cause := l.session.Err()
+				cause := l.sessionErr()
 				if cause == nil { // the server no longer held it
 					cause = ErrLost
 				}
@@ -163,7 +191,12 @@ func (l *Lock) Do(ctx context.Context, fn func(ctx context.Context) error) error
 // the grant's success was on its way, and another session may hold the lock
 // by the time Acquire returns. Lost fires within the bound; only a fence
 // (see Token) protects a write in that window.
-func (l *Lock) Lost() <-chan struct{} { return l.core.Lost() }
+func (l *Lock) Lost() <-chan struct{} {
+	if l.locker != nil {
+		return l.locker.lostChan()
+	}
+	return l.core.Lost()
+}
 
 // Token returns the fencing token of the current hold: 0 unless the Lock is
 // held and was made by a Session with Fencing. Tokens come from one
@@ -175,7 +208,15 @@ func (l *Lock) Lost() <-chan struct{} { return l.core.Lost() }
 // that was already lost when Acquire returned; see Lost). Limits: a failover
 // to an asynchronous standby can lose the last tokens drawn and hand them
 // out again; the sequence must live on the primary.
-func (l *Lock) Token() int64 { return l.core.Token() }
+func (l *Lock) Token() int64 {
+	if l.locker != nil {
+		if h := l.locker.current(); h != nil {
+			return h.core.Token()
+		}
+		return 0
+	}
+	return l.core.Token()
+}
 
 // Mode returns the Lock's mode.
 func (l *Lock) Mode() Mode { return l.mode }
@@ -186,6 +227,17 @@ func (l *Lock) String() string { return describeLock(l.mode, l.ids) }
 
 // IDs returns a copy of the ids the Lock was made with, duplicates included.
 func (l *Lock) IDs() []ID { return slices.Clone(l.ids) }
+
+// sessionErr is the Err of the Lock's session, if it has one.
+func (l *Lock) sessionErr() error {
+	if l.locker != nil {
+		if h := l.locker.current(); h != nil {
+			return h.session.Err()
+		}
+		return nil
+	}
+	return l.session.Err()
+}
 
 // Trace makes t the Lock's tracer and returns l; call it before the Lock is
 // used. A Lock made by a Session has the Session's tracer already.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -116,13 +117,18 @@ func (s *Session) NewExclusive(ids ...ID) *Lock { return s.newLock(Exclusive, id
 func (s *Session) NewShare(ids ...ID) *Lock { return s.newLock(Share, ids) }
 
 func (s *Session) newLock(m Mode, ids []ID) *Lock {
+	l := &Lock{core: s.newCoreLock(m, ids), mode: m, ids: slices.Clone(ids)}
+	l.session, l.tracer = s, s.opts.Tracer
+	return l
+}
+
+// newCoreLock returns the core of a Lock on the session.
+func (s *Session) newCoreLock(m Mode, ids []ID) *core.Lock {
 	opts := core.Options{Guard: sessionGuard{s}}
 	if s.opts.Fencing {
 		opts.Fence = s.opts.FenceSequence
 	}
-	l := newLockOn(sessionConn{pgxConn{s.conn}, s}, m, ids, opts)
-	l.session, l.tracer = s, s.opts.Tracer
-	return l
+	return newCoreOn(sessionConn{pgxConn{s.conn}, s}, m, ids, opts)
 }
 
 // Done returns a channel closed when the session has ended, and with it

@@ -86,3 +86,7 @@ func describe(op string, ctx context.Context, cancelled bool, c Conn, err error)
 	}
 	return fmt.Errorf("alock: %s: %w", op, err)
 }
+
+// CtxErr is ctxErr for the front ends: ctx.Err(), and its cause if that
+// differs.
+func CtxErr(ctx context.Context) error { return ctxErr(ctx) }

@@ -1,0 +1,228 @@
+package alock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Locker gives a process's goroutines locks that exclude each other as well
+// as other processes, over at most MaxSessions database sessions whatever
+// the number of goroutines, locks and waiters.
+//
+// Its Locks (NewExclusive, NewShare) have the whole Lock API and are safe
+// for concurrent use. Two Locks of a Locker whose ids conflict exclude each
+// other inside the process (share and share never conflict); one Lock's
+// re-entrant count stays its own, and all of a Lock's ids are held or none.
+//
+// Waiting costs no connection: a goroutine first waits in the process, in
+// a queue per id, first come first served; only the first of them competes
+// at the server, on one of the Locker's Sessions, where it waits as a
+// Session's Lock does (see Session): a wait never keeps the session from
+// other goroutines' operations. Another process's release is therefore seen
+// at once by a waiter that waits on the server, and within 200 ms by one
+// that polls because its session already carries another wait.
+//
+// When a session is lost, every Lock it carried reports it (Lost closes,
+// Release returns an error wrapping ErrLost, Do's ctx ends), and later
+// acquisitions go to a new session; nothing is re-acquired behind the
+// caller's back. Close ends everything.
+type Locker struct {
+	cfg  *pgx.ConnConfig
+	opts LockerOptions
+
+	mu       sync.Mutex
+	sessions []*lockerSession
+	opening  int // sessions being opened, counted against MaxSessions
+	table    table
+	closed   bool
+
+	held         atomic.Int64
+	waiting      atomic.Int64
+	acquisitions atomic.Int64
+	losses       atomic.Int64
+	waitNanos    atomic.Int64
+}
+
+// lockerSession is one of a Locker's Sessions and how many holds and waits
+// it carries.
+type lockerSession struct {
+	*Session
+	load int // guarded by the Locker's mu
+}
+
+// LockerOptions are a Locker's optional settings; the zero value (or a nil
+// *LockerOptions) gives the defaults.
+type LockerOptions struct {
+	// MaxSessions is the most database sessions the Locker opens at once.
+	// Default 2. It opens them as load requires, and replaces lost ones.
+	MaxSessions int
+	// Session configures every session: keepalive, fencing, logger, tracer.
+	Session SessionOptions
+}
+
+// ErrLockerClosed: the Locker was closed. It wraps ErrClosed.
+var errLockerClosed = fmt.Errorf("alock: locker closed: %w", ErrClosed)
+
+// NewLocker returns a Locker for the database of connString (read as Open
+// reads it), after opening its first session to check the connection. opts
+// may be nil for the defaults.
+func NewLocker(ctx context.Context, connString string, opts *LockerOptions) (*Locker, error) {
+	cfg, err := pgx.ParseConfig(connString)
+	if err != nil {
+		return nil, fmt.Errorf("alock: new locker: %w", err)
+	}
+	return NewLockerConfig(ctx, cfg, opts)
+}
+
+// NewLockerConfig is NewLocker with a configuration the caller built (see
+// OpenConfig). cfg is not modified and must not be nil.
+func NewLockerConfig(ctx context.Context, cfg *pgx.ConnConfig, opts *LockerOptions) (*Locker, error) {
+	if cfg == nil {
+		return nil, errors.New("alock: new locker: nil *pgx.ConnConfig")
+	}
+	var o LockerOptions
+	if opts != nil {
+		o = *opts
+	}
+	if o.MaxSessions <= 0 {
+		o.MaxSessions = 2
+	}
+	lk := &Locker{cfg: cfg.Copy(), opts: o, table: newTable()}
+	s, err := OpenConfig(ctx, lk.cfg, &o.Session)
+	if err != nil {
+		return nil, err
+	}
+	lk.sessions = append(lk.sessions, &lockerSession{Session: s})
+	return lk, nil
+}
+
+// NewExclusive returns an unheld Lock in Exclusive mode over ids on the
+// Locker. It does not contact the server.
+func (lk *Locker) NewExclusive(ids ...ID) *Lock { return lk.newLock(Exclusive, ids) }
+
+// NewShare returns an unheld Lock in Share mode over ids on the Locker.
+func (lk *Locker) NewShare(ids ...ID) *Lock { return lk.newLock(Share, ids) }
+
+// session returns the least loaded live session, opening one if every
+// session carries something and fewer than MaxSessions are open, and counts
+// one more load on it. done gives the load back.
+func (lk *Locker) session(ctx context.Context) (s *lockerSession, done func(), err error) {
+	lk.mu.Lock()
+	if lk.closed {
+		lk.mu.Unlock()
+		return nil, nil, errLockerClosed
+	}
+	lk.dropLost()
+	for _, c := range lk.sessions {
+		if s == nil || c.load < s.load {
+			s = c
+		}
+	}
+	if s == nil || (s.load > 0 && len(lk.sessions)+lk.opening < lk.opts.MaxSessions) {
+		if opened, err := lk.open(ctx); err == nil {
+			s = opened
+		} else if s == nil {
+			lk.mu.Unlock()
+			return nil, nil, err
+		}
+	}
+	s.load++
+	lk.mu.Unlock()
+	return s, func() {
+		lk.mu.Lock()
+		s.load--
+		lk.mu.Unlock()
+	}, nil
+}
+
+// open opens one more session; the caller holds lk.mu, which open releases
+// while it connects.
+func (lk *Locker) open(ctx context.Context) (*lockerSession, error) {
+	lk.opening++
+	lk.mu.Unlock()
+	s, err := OpenConfig(ctx, lk.cfg, &lk.opts.Session)
+	lk.mu.Lock()
+	lk.opening--
+	if err != nil {
+		return nil, err
+	}
+	if lk.closed {
+		_ = s.Close(context.WithoutCancel(ctx))
+		return nil, errLockerClosed
+	}
+	ls := &lockerSession{Session: s}
+	lk.sessions = append(lk.sessions, ls)
+	return ls, nil
+}
+
+// dropLost forgets the sessions that have ended; their Locks have been told.
+func (lk *Locker) dropLost() {
+	live := lk.sessions[:0]
+	for _, s := range lk.sessions {
+		if !s.lost() {
+			live = append(live, s)
+		}
+	}
+	clear(lk.sessions[len(live):])
+	lk.sessions = live
+}
+
+// LockerStat is a snapshot of a Locker's state and counters.
+type LockerStat struct {
+	Sessions     int           // sessions open now
+	Held         int           // Locks held now
+	Waiting      int           // goroutines in Acquire or TryAcquire, in the process or at the server
+	Acquisitions int64         // holds taken (count going from zero to one)
+	Losses       int64         // holds found lost
+	WaitTime     time.Duration // total time goroutines spent in Acquire
+}
+
+// Stat returns a snapshot of the Locker's state. Safe for concurrent use.
+func (lk *Locker) Stat() LockerStat {
+	lk.mu.Lock()
+	lk.dropLost()
+	n := len(lk.sessions)
+	lk.mu.Unlock()
+	return LockerStat{
+		Sessions: n, Held: int(lk.held.Load()), Waiting: int(lk.waiting.Load()),
+		Acquisitions: lk.acquisitions.Load(), Losses: lk.losses.Load(),
+		WaitTime: time.Duration(lk.waitNanos.Load()),
+	}
+}
+
+// Close ends the Locker: every waiting Acquire fails with an error wrapping
+// ErrClosed, every session is closed (the server releases every lock, and
+// held Locks' Lost channels close), and later acquisitions fail. Close
+// waits for each session's Close, which honours ctx. Safe to call twice.
+func (lk *Locker) Close(ctx context.Context) error {
+	lk.mu.Lock()
+	lk.closed = true
+	lk.table.fail(errLockerClosed)
+	sessions := lk.sessions
+	lk.sessions = nil
+	lk.mu.Unlock()
+	var errs []error
+	for _, s := range sessions {
+		errs = append(errs, s.Close(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// Lead campaigns for the leadership of id: it waits until it holds id
+// exclusively (or ctx ends: then it returns an error for which
+// errors.Is(err, ctx.Err()) holds), then runs fn with a ctx that ends when
+// ctx ends or the leadership is lost, and the term's fencing token (0
+// without SessionOptions.Fencing). When fn returns it resigns (releases id)
+// and returns fn's error, joined with an error wrapping ErrLost if the
+// leadership was lost while fn ran. A resigned or lost leader lets a waiting
+// campaigner in as any release does.
+func (lk *Locker) Lead(ctx context.Context, id ID, fn func(ctx context.Context, token int64) error) error {
+	l := lk.NewExclusive(id)
+	return l.Do(ctx, func(ctx context.Context) error { return fn(ctx, l.Token()) })
+}

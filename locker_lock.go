@@ -1,0 +1,241 @@
+package alock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/pgalock/alock/internal/core"
+)
+
+// lockerLock is the state of a Lock made by a Locker: its count, and the
+// hold that carries it (its place in the in-process table and a core Lock
+// on one of the Locker's sessions).
+type lockerLock struct {
+	lk   *Locker
+	l    *Lock
+	tags []core.Tag
+	turn chan struct{} // held by the goroutine that takes or gives back the hold
+
+	mu        sync.Mutex
+	count     int
+	releasing bool
+	hold      *lockerHold     // nil while not held
+	lost      <-chan struct{} // the Lost channel of the latest hold
+}
+
+// lockerHold is one hold: from the count going to one to its going to zero.
+type lockerHold struct {
+	req     *tableRequest
+	session *lockerSession
+	core    *core.Lock
+	unload  func()
+}
+
+func (lk *Locker) newLock(m Mode, ids []ID) *Lock {
+	l := &Lock{mode: m, ids: slices.Clone(ids), tracer: lk.opts.Session.Tracer}
+	l.locker = &lockerLock{
+		lk: lk, l: l, tags: distinctTags(tags(ids)),
+		turn: make(chan struct{}, 1), lost: make(chan struct{}),
+	}
+	return l
+}
+
+// distinctTags drops repeated tags, keeping the first order.
+func distinctTags(ts []core.Tag) []core.Tag {
+	out := ts[:0:0]
+	for _, t := range ts {
+		if !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// current returns the hold, nil if not held.
+func (k *lockerLock) current() *lockerHold {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.hold
+}
+
+// countOnly counts one more acquisition of a held Lock, without the
+// server; done is false when the Lock must be taken.
+func (k *lockerLock) countOnly(op string) (done bool, err error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.count == 0 || k.releasing {
+		return false, nil
+	}
+	if !k.hold.core.Locked() {
+		return true, lostError(k.l.ids, fmt.Errorf("alock: %s %s: %w", op, k.l, k.hold.gone()))
+	}
+	k.count++
+	return true, nil
+}
+
+// gone says why a hold's session is gone.
+func (h *lockerHold) gone() error {
+	if err := h.session.Err(); err != nil {
+		return err
+	}
+	return ErrLost
+}
+
+func (k *lockerLock) acquire(ctx context.Context, try bool) (bool, error) {
+	op := "acquire"
+	if try {
+		op = "try acquire"
+	}
+	if done, err := k.countOnly(op); done {
+		return err == nil, err
+	}
+	k.lk.waiting.Add(1)
+	start := time.Now()
+	defer func() {
+		k.lk.waiting.Add(-1)
+		k.lk.waitNanos.Add(int64(time.Since(start)))
+	}()
+	select {
+	case k.turn <- struct{}{}:
+	case <-ctx.Done():
+		return false, fmt.Errorf("alock: %s %s: %w", op, k.l, core.CtxErr(ctx))
+	}
+	defer func() { <-k.turn }()
+	if done, err := k.countOnly(op); done {
+		return err == nil, err
+	}
+	h, ok, err := k.take(ctx, op, try)
+	if !ok || err != nil {
+		return false, err
+	}
+	k.mu.Lock()
+	k.count, k.hold, k.lost = 1, h, h.core.Lost()
+	k.mu.Unlock()
+	k.lk.held.Add(1)
+	k.lk.acquisitions.Add(1)
+	return true, nil
+}
+
+// take waits for the ids in the process, then takes them on a session.
+func (k *lockerLock) take(ctx context.Context, op string, try bool) (*lockerHold, bool, error) {
+	lk := k.lk
+	lk.mu.Lock()
+	if lk.closed {
+		lk.mu.Unlock()
+		return nil, false, fmt.Errorf("alock: %s %s: %w", op, k.l, errLockerClosed)
+	}
+	req := lk.table.request(k.l.mode, k.tags)
+	lk.mu.Unlock()
+	if try && !isClosed(req.granted) {
+		lk.mu.Lock()
+		lk.table.withdraw(req)
+		lk.mu.Unlock()
+		return nil, false, nil
+	}
+	if err := lk.table.await(ctx, lk.mu.Lock, lk.mu.Unlock, req); err != nil {
+		return nil, false, fmt.Errorf("alock: %s %s: %w", op, k.l, err)
+	}
+	h := &lockerHold{req: req}
+	var err error
+	if h.session, h.unload, err = lk.session(ctx); err != nil {
+		k.leave(h)
+		return nil, false, fmt.Errorf("alock: %s %s: %w", op, k.l, err)
+	}
+	h.core = h.session.newCoreLock(k.l.mode, k.l.ids)
+	ok := true
+	if try {
+		ok, err = h.core.TryAcquire(ctx)
+	} else {
+		err = h.core.Acquire(ctx)
+	}
+	if !ok || err != nil {
+		k.leave(h)
+		return nil, false, lostError(k.l.ids, err)
+	}
+	return h, true, nil
+}
+
+// leave gives back a hold's place in the process and on its session.
+func (k *lockerLock) leave(h *lockerHold) {
+	if h.unload != nil {
+		h.unload()
+	}
+	k.lk.mu.Lock()
+	k.lk.table.release(h.req)
+	k.lk.mu.Unlock()
+}
+
+func (k *lockerLock) release(ctx context.Context) error {
+	op := "release " + k.l.String()
+	if done, err := k.countDown(op); done {
+		return err
+	}
+	wait := ctx
+	if ctx.Err() != nil {
+		var cancel context.CancelFunc
+		wait, cancel = context.WithTimeout(context.WithoutCancel(ctx), CleanupTimeout)
+		defer cancel()
+	}
+	select {
+	case k.turn <- struct{}{}:
+	case <-wait.Done():
+		return fmt.Errorf("alock: %s: waiting for the Lock: %w", op, core.CtxErr(wait))
+	}
+	defer func() { <-k.turn }()
+	if done, err := k.countDown(op); done { // counted meanwhile
+		return err
+	}
+	k.mu.Lock()
+	k.releasing = true
+	h := k.hold
+	k.mu.Unlock()
+	err := lostError(k.l.ids, h.core.Release(ctx))
+	if errors.Is(err, ErrLost) {
+		k.lk.losses.Add(1)
+	}
+	k.leave(h)
+	k.mu.Lock()
+	k.count, k.hold, k.releasing = 0, nil, false
+	k.mu.Unlock()
+	k.lk.held.Add(-1)
+	return err
+}
+
+// countDown is the part of Release that does not use the server: a Lock
+// not held, or held more than once. done is false for the last Release.
+func (k *lockerLock) countDown(op string) (done bool, err error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	switch {
+	case k.count == 0:
+		return true, fmt.Errorf("alock: %s: %w", op, ErrNotHeld)
+	case k.count == 1:
+		return false, nil
+	}
+	k.count--
+	if !k.hold.core.Locked() {
+		return true, lostError(k.l.ids, fmt.Errorf("alock: %s: %w", op, k.hold.gone()))
+	}
+	return true, nil
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// lostChan returns the Lost channel of the current or latest hold (one that
+// is never closed before the first).
+func (k *lockerLock) lostChan() <-chan struct{} {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.lost
+}

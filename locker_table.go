@@ -1,0 +1,171 @@
+package alock
+
+import (
+	"container/list"
+	"context"
+
+	"github.com/pgalock/alock/internal/core"
+)
+
+// table is a Locker's in-process lock table: it makes a Locker's Locks
+// exclude each other as the server makes sessions exclude each other, so
+// that only one of a process's goroutines competes at the server for an id.
+// A request takes all its ids or waits for all of them; per id, requests are
+// granted first come first served (a share request does not overtake an
+// exclusive one that waits). The Locker's mutex guards it.
+type table struct {
+	ids map[core.Tag]*tableEntry
+}
+
+// tableEntry is one id: who holds it and who waits for it, in order.
+type tableEntry struct {
+	exclusive bool      // held in exclusive mode
+	holders   int       // how many requests hold it
+	queue     list.List // of *tableRequest, first come first
+}
+
+// tableRequest is one Lock's request for its ids.
+type tableRequest struct {
+	mode    Mode
+	tags    []core.Tag
+	elems   []*list.Element // its place in each id's queue while it waits
+	granted chan struct{}   // closed when granted
+	err     error           // set before granted closes if it failed (Close)
+}
+
+func newTable() table { return table{ids: make(map[core.Tag]*tableEntry)} }
+
+// request queues a request for tags in mode m, and grants it at once if it
+// can be. The caller holds the Locker's mutex.
+func (t *table) request(m Mode, tags []core.Tag) *tableRequest {
+	r := &tableRequest{mode: m, tags: tags, granted: make(chan struct{})}
+	for _, tag := range tags {
+		e := t.ids[tag]
+		if e == nil {
+			e = &tableEntry{}
+			t.ids[tag] = e
+		}
+		r.elems = append(r.elems, e.queue.PushBack(r))
+	}
+	t.grant(r)
+	return r
+}
+
+// grantable reports whether r is first in every queue it waits in and
+// compatible with every id's holders.
+func (t *table) grantable(r *tableRequest) bool {
+	for i, tag := range r.tags {
+		e := t.ids[tag]
+		if e.queue.Front() != r.elems[i] {
+			return false
+		}
+		if e.holders > 0 && (e.exclusive || r.mode == Exclusive) {
+			return false
+		}
+	}
+	return true
+}
+
+// grant grants r if it can be, and then whoever waited behind it and can
+// now be granted too (shares behind a share).
+func (t *table) grant(r *tableRequest) {
+	if r.elems == nil || !t.grantable(r) {
+		return
+	}
+	for i, tag := range r.tags {
+		e := t.ids[tag]
+		e.queue.Remove(r.elems[i])
+		e.holders++
+		e.exclusive = r.mode == Exclusive
+	}
+	r.elems = nil
+	close(r.granted)
+	t.wake(r.tags)
+}
+
+// wake grants the requests first in the queues of tags, where they can be.
+func (t *table) wake(tags []core.Tag) {
+	for _, tag := range tags {
+		if e := t.ids[tag]; e != nil {
+			if front := e.queue.Front(); front != nil {
+				t.grant(front.Value.(*tableRequest))
+			}
+		}
+	}
+}
+
+// release gives back a granted request's ids and wakes who waits.
+func (t *table) release(r *tableRequest) {
+	for _, tag := range r.tags {
+		e := t.ids[tag]
+		if e.holders--; e.holders == 0 {
+			e.exclusive = false
+			if e.queue.Len() == 0 {
+				delete(t.ids, tag)
+			}
+		}
+	}
+	t.wake(r.tags)
+}
+
+// withdraw takes a waiting request out of its queues (its ctx ended), or
+// releases it if it was granted meanwhile.
+func (t *table) withdraw(r *tableRequest) {
+	if r.elems == nil {
+		if r.err == nil {
+			t.release(r)
+		}
+		return
+	}
+	for i, tag := range r.tags {
+		e := t.ids[tag]
+		e.queue.Remove(r.elems[i])
+		if e.holders == 0 && e.queue.Len() == 0 {
+			delete(t.ids, tag)
+		}
+	}
+	r.elems = nil
+	t.wake(r.tags)
+}
+
+// fail ends every waiting request with err.
+func (t *table) fail(err error) {
+	for tag, e := range t.ids {
+		for f := e.queue.Front(); f != nil; f = e.queue.Front() {
+			r := f.Value.(*tableRequest)
+			for i, tg := range r.tags {
+				t.ids[tg].queue.Remove(r.elems[i])
+			}
+			r.elems, r.err = nil, err
+			close(r.granted)
+		}
+		if e.holders == 0 {
+			delete(t.ids, tag)
+		}
+	}
+}
+
+// waiting counts the waiting requests.
+func (t *table) waiting() int {
+	seen := make(map[*tableRequest]bool)
+	for _, e := range t.ids {
+		for f := e.queue.Front(); f != nil; f = f.Next() {
+			seen[f.Value.(*tableRequest)] = true
+		}
+	}
+	return len(seen)
+}
+
+// await waits for r until ctx ends; mu is the Locker's mutex, which the
+// caller does not hold.
+func (t *table) await(ctx context.Context, lock func(), unlock func(), r *tableRequest) error {
+	select {
+	case <-r.granted:
+		return r.err
+	case <-ctx.Done():
+	}
+	lock()
+	defer unlock()
+	t.withdraw(r)
+	return core.CtxErr(ctx)
+}

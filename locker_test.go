@@ -1,0 +1,426 @@
+package alock_test
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pgalock/alock"
+	"github.com/pgalock/alock/internal/pgtest"
+)
+
+// newLocker returns a Locker whose sessions carry application_name app,
+// closed at the end of the test.
+func newLocker(t *testing.T, dsn, app string, opts *alock.LockerOptions) *alock.Locker {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	lk, err := alock.NewLocker(ctx, withParam(dsn, "application_name", app), opts)
+	if err != nil {
+		pgtest.Fatalf(t, "NewLocker: %v", err)
+	}
+	t.Cleanup(func() { _ = lk.Close(context.Background()) })
+	return lk
+}
+
+// backends counts the backends with application_name app, and the
+// advisory locks they hold (granted) or await.
+func backends(t *testing.T, dsn, app string) (sessions, held, waiting int) {
+	t.Helper()
+	admin := pgtest.Connect(t, dsn)
+	err := admin.QueryRow(context.Background(), `
+		SELECT (SELECT count(*) FROM pg_stat_activity WHERE application_name = $1),
+		       (SELECT count(*) FILTER (WHERE l.granted) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+		         WHERE l.locktype = 'advisory' AND a.application_name = $1),
+		       (SELECT count(*) FILTER (WHERE NOT l.granted) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+		         WHERE l.locktype = 'advisory' AND a.application_name = $1)`, app).Scan(&sessions, &held, &waiting)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sessions, held, waiting
+}
+
+// TestLockerExcludesGoroutines: Locks of one Locker exclude each other
+// inside the process (share with share does not), over at most MaxSessions
+// connections, and nothing is left held.
+func TestLockerExcludesGoroutines(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	lk := newLocker(t, dsn, "alock_locker_excl", &alock.LockerOptions{MaxSessions: 2})
+	const keys = 4
+	var inside [keys]atomic.Int32 // >0: shares inside; -1: an exclusive inside
+	var maxShares atomic.Int32
+	stop := make(chan struct{})
+	var sampled sync.WaitGroup
+	sampled.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			if n, _, _ := backends(t, dsn, "alock_locker_excl"); n > 2 {
+				t.Errorf("%d sessions open, MaxSessions is 2", n)
+			}
+		}
+	})
+	var wg sync.WaitGroup
+	for g := range 24 {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(g), 1))
+			for range 30 {
+				k := rng.IntN(keys)
+				share := rng.IntN(3) == 0
+				l := lk.NewExclusive(alock.Key(int64(k)))
+				if share {
+					l = lk.NewShare(alock.Key(int64(k)))
+				}
+				err := l.Do(context.Background(), func(context.Context) error {
+					if share {
+						if n := inside[k].Add(1); n <= 0 {
+							t.Errorf("share inside with an exclusive on Key(%d)", k)
+						} else if n > maxShares.Load() {
+							maxShares.Store(n)
+						}
+						time.Sleep(time.Millisecond)
+						inside[k].Add(-1)
+						return nil
+					}
+					if !inside[k].CompareAndSwap(0, -1) {
+						t.Errorf("exclusive on Key(%d) entered while %d inside", k, inside[k].Load())
+						return nil
+					}
+					time.Sleep(time.Millisecond)
+					inside[k].Store(0)
+					return nil
+				})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	sampled.Wait()
+	if maxShares.Load() < 2 {
+		t.Logf("shares never overlapped (max %d): not checked", maxShares.Load())
+	}
+	st := lk.Stat()
+	if st.Held != 0 || st.Waiting != 0 || st.Acquisitions != 24*30 || st.Sessions > 2 {
+		t.Fatalf("Stat after the load: %+v", st)
+	}
+	t.Logf("Stat: %+v", st)
+	if _, held, waiting := backends(t, dsn, "alock_locker_excl"); held+waiting != 0 {
+		t.Fatalf("server shows %d held and %d waiting after the load", held, waiting)
+	}
+}
+
+// TestLockerWaitCostsNoConnection: many goroutines wait for ids held by
+// another session; the Locker stays within MaxSessions, at most one waiter
+// per session waits on the server, a Release and a TryAcquire go through
+// at once, and every waiter gets its id once freed.
+func TestLockerWaitCostsNoConnection(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	other := pgtest.Connect(t, dsn)
+	if _, err := other.Exec(ctx, "SELECT pg_advisory_lock(k) FROM generate_series(1, 20) k"); err != nil {
+		t.Fatal(err)
+	}
+	lk := newLocker(t, dsn, "alock_locker_wait", &alock.LockerOptions{MaxSessions: 2})
+	held := lk.NewExclusive(alock.Key(100))
+	if err := held.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for g := range 100 {
+		wg.Go(func() {
+			l := lk.NewExclusive(alock.Key(int64(1 + g%20)))
+			if err := l.Do(ctx, func(context.Context) error { return nil }); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	pgtest.WaitFor(t, "100 goroutines waiting", func() bool { return lk.Stat().Waiting == 100 })
+	sessions, _, waiting := backends(t, dsn, "alock_locker_wait")
+	if sessions > 2 || waiting > 2 {
+		t.Fatalf("%d sessions, %d waits on the server: want at most 2 of each", sessions, waiting)
+	}
+	start := time.Now()
+	if err := held.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ok, err := lk.NewExclusive(alock.Key(101)).TryAcquire(ctx)
+	if err != nil || !ok {
+		t.Fatalf("TryAcquire of a free id: %v %v", ok, err)
+	}
+	t.Logf("Release and TryAcquire while 100 goroutines wait: %v", time.Since(start))
+	if _, err := other.Exec(ctx, "SELECT pg_advisory_unlock_all()"); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if st := lk.Stat(); st.Waiting != 0 || st.Held != 1 {
+		t.Fatalf("Stat: %+v", st)
+	}
+}
+
+// TestLockerCancelLeavesTheQueue: a goroutine cancelled while it waits in
+// the process leaves the queue; the next one gets the lock.
+func TestLockerCancelLeavesTheQueue(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	lk := newLocker(t, dsn, "alock_locker_cancel", nil)
+	first := lk.NewExclusive(alock.Key(1))
+	if err := first.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancelCause(ctx)
+	cause := errors.New("given up")
+	cancelled := make(chan error, 1)
+	go func() { cancelled <- lk.NewExclusive(alock.Key(1)).Acquire(cctx) }()
+	next := lk.NewExclusive(alock.Key(1))
+	got := make(chan error, 1)
+	time.Sleep(50 * time.Millisecond)
+	go func() { got <- next.Acquire(ctx) }()
+	time.Sleep(50 * time.Millisecond)
+	cancel(cause)
+	if err := <-cancelled; !errors.Is(err, context.Canceled) || !errors.Is(err, cause) {
+		t.Fatalf("cancelled Acquire: %v", err)
+	}
+	if err := first.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	if _, held, _ := backends(t, dsn, "alock_locker_cancel"); held != 1 {
+		t.Fatalf("server shows %d held, want 1", held)
+	}
+	if err := next.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLockerSessionLoss: terminating one session's backend makes exactly
+// the Locks it carried report the loss; later acquisitions use a new
+// session.
+func TestLockerSessionLoss(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	lk := newLocker(t, dsn, "alock_locker_loss", &alock.LockerOptions{MaxSessions: 2})
+	var locks []*alock.Lock
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for k := range 8 { // acquired together, so spread over both sessions
+		wg.Go(func() {
+			l := lk.NewExclusive(alock.Key(int64(k)))
+			if err := l.Acquire(ctx); err != nil {
+				t.Error(err)
+			}
+			mu.Lock()
+			locks = append(locks, l)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	admin := pgtest.Connect(t, dsn)
+	var victim uint32
+	var carried int
+	if err := admin.QueryRow(ctx, `SELECT l.pid, count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+		WHERE l.locktype = 'advisory' AND a.application_name = 'alock_locker_loss' GROUP BY l.pid ORDER BY l.pid LIMIT 1`).Scan(&victim, &carried); err != nil {
+		t.Fatal(err)
+	}
+	terminate(t, dsn, victim)
+	pgtest.WaitFor(t, "the carried Locks to report the loss", func() bool {
+		n := 0
+		for _, l := range locks {
+			if !l.Locked() {
+				n++
+			}
+		}
+		return n == carried
+	})
+	time.Sleep(100 * time.Millisecond)
+	lost := 0
+	for _, l := range locks {
+		err := l.Release(ctx)
+		if errors.Is(err, alock.ErrLost) {
+			lost++
+			select {
+			case <-l.Lost():
+			default:
+				t.Error("Lost not closed for a lost Lock")
+			}
+		} else if err != nil {
+			t.Error(err)
+		}
+	}
+	if lost != carried {
+		t.Fatalf("%d Locks reported the loss, the session carried %d", lost, carried)
+	}
+	for k := range 8 {
+		if err := lk.NewExclusive(alock.Key(int64(k))).Do(ctx, func(context.Context) error { return nil }); err != nil {
+			t.Fatalf("Do after the loss: %v", err)
+		}
+	}
+	if st := lk.Stat(); st.Losses != int64(carried) || st.Sessions > 2 {
+		t.Fatalf("Stat: %+v", st)
+	}
+}
+
+// TestLockerCloseWithWaiters: Close ends every wait with ErrClosed and
+// the server holds nothing afterwards.
+func TestLockerCloseWithWaiters(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	other := pgtest.Connect(t, dsn)
+	if _, err := other.Exec(ctx, "SELECT pg_advisory_lock(1)"); err != nil {
+		t.Fatal(err)
+	}
+	lk := newLocker(t, dsn, "alock_locker_close", nil)
+	held := lk.NewExclusive(alock.Key(2))
+	if err := held.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 10)
+	for range 10 {
+		go func() { errs <- lk.NewExclusive(alock.Key(1)).Acquire(ctx) }()
+	}
+	pgtest.WaitFor(t, "10 waiters", func() bool { return lk.Stat().Waiting == 10 })
+	if err := lk.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		if err := <-errs; !errors.Is(err, alock.ErrClosed) {
+			t.Fatalf("a wait ended by Close: %v, want ErrClosed", err)
+		}
+	}
+	<-held.Lost()
+	pgtest.WaitFor(t, "no session left", func() bool {
+		n, _, _ := backends(t, dsn, "alock_locker_close")
+		return n == 0
+	})
+	if err := lk.NewExclusive(alock.Key(3)).Acquire(ctx); !errors.Is(err, alock.ErrClosed) {
+		t.Fatalf("Acquire after Close: %v", err)
+	}
+}
+
+// TestLockerHotProcessLetsAColdOneIn: a process whose goroutines hand a hot
+// id around still lets another process in, within the poll bound.
+func TestLockerHotProcessLetsAColdOneIn(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	hot := newLocker(t, dsn, "alock_locker_hot", nil)
+	cold := newLocker(t, dsn, "alock_locker_cold", nil)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			l := hot.NewExclusive(alock.Key(1))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_ = l.Do(ctx, func(context.Context) error {
+					time.Sleep(time.Millisecond)
+					return nil
+				})
+			}
+		})
+	}
+	defer wg.Wait()
+	defer close(stop)
+	time.Sleep(100 * time.Millisecond)
+	for range 5 {
+		start := time.Now()
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := cold.NewExclusive(alock.Key(1)).Do(actx, func(context.Context) error { return nil })
+		cancel()
+		if err != nil {
+			t.Fatalf("the cold process did not get the hot id within 2 s: %v", err)
+		}
+		t.Logf("cold process got the hot id after %v", time.Since(start))
+	}
+}
+
+// TestLockerLead: two Lockers campaign; one leads; its backend is
+// terminated; fn's ctx ends with ErrLost and the other leads within a
+// second.
+func TestLockerLead(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	a := newLocker(t, dsn, "alock_lead_a", &alock.LockerOptions{Session: alock.SessionOptions{Fencing: true}})
+	b := newLocker(t, dsn, "alock_lead_b", &alock.LockerOptions{Session: alock.SessionOptions{Fencing: true}})
+	leading := make(chan string, 2)
+	var lost error
+	terms := make(chan int64, 2)
+	campaign := func(lk *alock.Locker, name string) error {
+		return lk.Lead(ctx, alock.Name("leader"), func(ctx context.Context, token int64) error {
+			terms <- token
+			leading <- name
+			<-ctx.Done()
+			if name == "first" {
+				lost = context.Cause(ctx)
+			}
+			return nil
+		})
+	}
+	errA := make(chan error, 1)
+	go func() { errA <- campaign(a, "first") }()
+	if got := <-leading; got != "first" {
+		t.Fatal(got)
+	}
+	bctx, cancelB := context.WithCancel(ctx)
+	defer cancelB()
+	errB := make(chan error, 1)
+	go func() {
+		errB <- b.Lead(bctx, alock.Name("leader"), func(ctx context.Context, token int64) error {
+			terms <- token
+			leading <- "second"
+			<-ctx.Done()
+			return nil
+		})
+	}()
+	time.Sleep(200 * time.Millisecond)
+	admin := pgtest.Connect(t, dsn)
+	var pid uint32
+	if err := admin.QueryRow(ctx, `SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+		WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = 'alock_lead_a'`).Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	terminate(t, dsn, pid)
+	select {
+	case got := <-leading:
+		if got != "second" {
+			t.Fatal(got)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("the second campaigner did not lead within a second")
+	}
+	t.Logf("second leader after %v", time.Since(start))
+	if err := <-errA; !errors.Is(err, alock.ErrLost) || !errors.Is(lost, alock.ErrLost) {
+		t.Fatalf("first leader's Lead: %v, its ctx cause %v; want ErrLost", err, lost)
+	}
+	first, second := <-terms, <-terms
+	if first <= 0 || second <= first {
+		t.Fatalf("terms' tokens %d then %d", first, second)
+	}
+	cancelB()
+	if err := <-errB; err != nil {
+		t.Fatal(err)
+	}
+}
