@@ -145,17 +145,6 @@ func (t *table) fail(err error) {
 	}
 }
 
-// waiting counts the waiting requests.
-func (t *table) waiting() int {
-	seen := make(map[*tableRequest]bool)
-	for _, e := range t.ids {
-		for f := e.queue.Front(); f != nil; f = f.Next() {
-			seen[f.Value.(*tableRequest)] = true
-		}
-	}
-	return len(seen)
-}
-
 // await waits for r until ctx ends; mu is the Locker's mutex, which the
 // caller does not hold.
 func (t *table) await(ctx context.Context, lock func(), unlock func(), r *tableRequest) error {
