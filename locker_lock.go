@@ -20,6 +20,10 @@ type lockerLock struct {
 	tags []core.Tag
 	turn chan struct{} // held by the goroutine that takes or gives back the hold
 
+	// cores are the Lock's core Locks, one per session it has used (built
+	// once: they hold the statements); guarded by turn.
+	cores map[*lockerSession]*core.Lock
+
 	mu        sync.Mutex
 	count     int
 	releasing bool
@@ -145,7 +149,7 @@ func (k *lockerLock) take(ctx context.Context, op string, try bool) (*lockerHold
 		k.leave(h)
 		return nil, false, fmt.Errorf("alock: %s %s: %w", op, k.l, err)
 	}
-	h.core = h.session.newCoreLock(k.l.mode, k.l.ids)
+	h.core = k.coreOn(h.session)
 	ok := true
 	if try {
 		ok, err = h.core.TryAcquire(ctx)
@@ -157,6 +161,24 @@ func (k *lockerLock) take(ctx context.Context, op string, try bool) (*lockerHold
 		return nil, false, lostError(k.l.ids, err)
 	}
 	return h, true, nil
+}
+
+// coreOn returns the Lock's core Lock on s; the caller has the turn.
+func (k *lockerLock) coreOn(s *lockerSession) *core.Lock {
+	c := k.cores[s]
+	if c == nil {
+		if k.cores == nil {
+			k.cores = make(map[*lockerSession]*core.Lock)
+		}
+		for old := range k.cores { // forget the sessions that ended
+			if old.lost() {
+				delete(k.cores, old)
+			}
+		}
+		c = s.newCoreLock(k.l.mode, k.l.ids)
+		k.cores[s] = c
+	}
+	return c
 }
 
 // leave gives back a hold's place in the process and on its session.

@@ -1,0 +1,233 @@
+package alock_test
+
+import (
+	"context"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/pgalock/alock"
+	"github.com/pgalock/alock/internal/pgtest"
+)
+
+// benchLocker opens a Locker for a benchmark.
+func benchLocker(b *testing.B, dsn string, max int) *alock.Locker {
+	b.Helper()
+	lk, err := alock.NewLocker(context.Background(), dsn, &alock.LockerOptions{MaxSessions: max})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = lk.Close(context.Background()) })
+	return lk
+}
+
+// BenchmarkLockerCycle measures one goroutine's uncontended Acquire and
+// Release through a Locker against the core Lock on a plain *pgx.Conn,
+// interleaved in one loop (target >= 0.8).
+func BenchmarkLockerCycle(b *testing.B) {
+	dsn := pgtest.NewDatabase(b)
+	lk := benchLocker(b, dsn, 2)
+	spent := pgtest.Interleave(b,
+		lockCycle(b, alock.NewExclusive(pgtest.Connect(b, dsn), alock.Key(1))),
+		lockCycle(b, lk.NewExclusive(alock.Key(2))))
+	b.ReportMetric(float64(spent[1])/float64(b.N), "locker-ns/cycle")
+	b.ReportMetric(float64(spent[0])/float64(spent[1]), "locker/conn-ops")
+}
+
+// BenchmarkLockerThroughput runs 64 goroutines that each lock and unlock
+// their own key through one Locker with MaxSessions 4, against 4 goroutines
+// that each run pg_advisory_lock/pg_advisory_unlock by hand on their own
+// connection, in alternating windows of 300 ms, and reports the cycles/s of
+// both and their ratio (the target is 4x).
+func BenchmarkLockerThroughput(b *testing.B) {
+	dsn := pgtest.NewDatabase(b)
+	ctx := context.Background()
+	lk := benchLocker(b, dsn, 4)
+	conns := make([]*pgx.Conn, 4)
+	for i := range conns {
+		conns[i] = pgtest.Connect(b, dsn)
+	}
+	window := func(workers int, cycle func(w int) error) float64 {
+		var n atomic.Int64
+		stop := time.Now().Add(300 * time.Millisecond)
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Go(func() {
+				for time.Now().Before(stop) {
+					if err := cycle(w); err != nil {
+						b.Error(err)
+						return
+					}
+					n.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		return float64(n.Load()) / 0.3
+	}
+	locks := make([]*alock.Lock, 64)
+	for i := range locks {
+		locks[i] = lk.NewExclusive(alock.Key(int64(1000 + i)))
+	}
+	var raw, locker float64
+	b.ResetTimer()
+	for b.Loop() {
+		raw += window(4, func(w int) error {
+			if _, err := conns[w].Exec(ctx, "select pg_advisory_lock($1)", int64(w)); err != nil {
+				return err
+			}
+			_, err := conns[w].Exec(ctx, "select pg_advisory_unlock($1)", int64(w))
+			return err
+		})
+		locker += window(64, func(w int) error {
+			if err := locks[w].Acquire(ctx); err != nil {
+				return err
+			}
+			return locks[w].Release(ctx)
+		})
+	}
+	b.ReportMetric(raw/float64(b.N), "raw4-cycles/s")
+	b.ReportMetric(locker/float64(b.N), "locker64-cycles/s")
+	b.ReportMetric(locker/raw, "locker/raw")
+}
+
+// BenchmarkLockerHandoff measures the time from one process's Release to a
+// waiting process's Acquire returning, each with its own Locker, against
+// the server's own hand-off (a waiter blocked in pg_advisory_lock on a plain
+// connection), interleaved, and reports both medians and their ratio
+// (target <= 2).
+func BenchmarkLockerHandoff(b *testing.B) {
+	dsn := pgtest.NewDatabase(b)
+	ctx := context.Background()
+	holder, waiter := benchLocker(b, dsn, 1), benchLocker(b, dsn, 1)
+	c1, c2 := pgtest.Connect(b, dsn), pgtest.Connect(b, dsn)
+	var server, locker []time.Duration
+	handoff := func(hold, release func() error, wait func() error) time.Duration {
+		if err := hold(); err != nil {
+			b.Fatal(err)
+		}
+		got := make(chan time.Time, 1)
+		go func() {
+			if err := wait(); err != nil {
+				b.Error(err)
+			}
+			got <- time.Now()
+		}()
+		time.Sleep(2 * time.Millisecond) // let the waiter wait
+		start := time.Now()
+		if err := release(); err != nil {
+			b.Fatal(err)
+		}
+		return (<-got).Sub(start)
+	}
+	exec := func(c *pgx.Conn, sql string) func() error {
+		return func() error { _, err := c.Exec(ctx, sql); return err }
+	}
+	h, w := holder.NewExclusive(alock.Key(1)), waiter.NewExclusive(alock.Key(1))
+	b.ResetTimer()
+	for b.Loop() {
+		server = append(server, handoff(exec(c1, "select pg_advisory_lock(7)"), exec(c1, "select pg_advisory_unlock(7)"),
+			exec(c2, "select pg_advisory_lock(7)")))
+		if _, err := c2.Exec(ctx, "select pg_advisory_unlock(7)"); err != nil {
+			b.Fatal(err)
+		}
+		locker = append(locker, handoff(func() error { return h.Acquire(ctx) }, func() error { return h.Release(ctx) },
+			func() error { return w.Acquire(ctx) }))
+		if err := w.Release(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ps, pl := median(server), median(locker)
+	b.ReportMetric(float64(ps.Microseconds()), "server-p50-µs")
+	b.ReportMetric(float64(pl.Microseconds()), "locker-p50-µs")
+	b.ReportMetric(float64(pl)/float64(ps), "locker/server")
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func percentile(s []time.Duration, p float64) time.Duration {
+	return s[min(len(s)-1, int(float64(len(s))*p))]
+}
+
+// BenchmarkLockerScale runs 10,000 goroutines that each take one of 1,000
+// ids (exclusive or share at random) through one Locker with MaxSessions 4,
+// checks mutual exclusion, and reports throughput and the p50/p99 wait.
+// Beside it, it tries one connection per waiter and reports how many the
+// server accepted.
+func BenchmarkLockerScale(b *testing.B) {
+	dsn := pgtest.NewDatabase(b)
+	ctx := context.Background()
+	const goroutines, ids = 10000, 1000
+	for b.Loop() {
+		lk := benchLocker(b, dsn, 4)
+		var inside [ids]atomic.Int32
+		waits := make([]time.Duration, goroutines)
+		var wg sync.WaitGroup
+		start := time.Now()
+		for g := range goroutines {
+			wg.Go(func() {
+				k := rand.IntN(ids)
+				l := lk.NewExclusive(alock.Key(int64(k)))
+				share := rand.IntN(2) == 0
+				if share {
+					l = lk.NewShare(alock.Key(int64(k)))
+				}
+				t0 := time.Now()
+				if err := l.Acquire(ctx); err != nil {
+					b.Error(err)
+					return
+				}
+				waits[g] = time.Since(t0)
+				if share {
+					if inside[k].Add(1) <= 0 {
+						b.Errorf("share with an exclusive on Key(%d)", k)
+					}
+					inside[k].Add(-1)
+				} else if !inside[k].CompareAndSwap(0, -1) {
+					b.Errorf("two holders on Key(%d)", k)
+				} else {
+					inside[k].Store(0)
+				}
+				if err := l.Release(ctx); err != nil {
+					b.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		took := time.Since(start)
+		slices.Sort(waits)
+		st := lk.Stat()
+		if st.Sessions > 4 {
+			b.Errorf("%d sessions, MaxSessions 4", st.Sessions)
+		}
+		b.ReportMetric(goroutines/took.Seconds(), "locker-acq/s")
+		b.ReportMetric(float64(percentile(waits, 0.5).Microseconds()), "wait-p50-µs")
+		b.ReportMetric(float64(percentile(waits, 0.99).Microseconds()), "wait-p99-µs")
+	}
+	// One connection per waiter: how far does it get?
+	var conns []*pgx.Conn
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close(ctx)
+		}
+	}()
+	var refused error
+	for range goroutines {
+		c, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			refused = err
+			break
+		}
+		conns = append(conns, c)
+	}
+	b.ReportMetric(float64(len(conns)), "conn-per-waiter-got")
+	b.Logf("one connection per waiter: %d of %d connections opened, then: %v", len(conns), goroutines, refused)
+}
