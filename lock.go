@@ -82,6 +82,7 @@ func (l *Lock) Acquire(ctx context.Context) error {
 		_, err = l.locker.acquire(ctx, false)
 	} else {
 		err = lostError(l.ids, l.core.Acquire(ctx))
+		acquireSites.note(l, err == nil, 1)
 	}
 	l.traceEnd(ctx, err == nil, err)
 	return err
@@ -101,6 +102,7 @@ func (l *Lock) TryAcquire(ctx context.Context) (bool, error) {
 	} else {
 		ok, err = l.core.TryAcquire(ctx)
 		err = lostError(l.ids, err)
+		acquireSites.note(l, ok && err == nil, 1)
 	}
 	l.traceEnd(ctx, ok, err)
 	return ok, err
@@ -125,6 +127,7 @@ func (l *Lock) Release(ctx context.Context) error {
 		err = l.locker.release(ctx)
 	} else {
 		err = lostError(l.ids, l.core.Release(ctx))
+		acquireSites.note(l, l.core.Locked(), 1)
 	}
 	if t, ok := l.tracer.(ReleaseTracer); ok {
 		t.Release(ctx, l, err)
@@ -227,6 +230,18 @@ func (l *Lock) String() string { return describeLock(l.mode, l.ids) }
 
 // IDs returns a copy of the ids the Lock was made with, duplicates included.
 func (l *Lock) IDs() []ID { return slices.Clone(l.ids) }
+
+// plainConn returns the *pgx.Conn of a Lock made by NewExclusive or
+// NewShare, nil for a Session's or a Locker's.
+func (l *Lock) plainConn() *pgx.Conn {
+	if l.session != nil || l.locker != nil {
+		return nil
+	}
+	if c, ok := l.core.ConnKey().(*pgx.Conn); ok {
+		return c
+	}
+	return nil
+}
 
 // sessionErr is the Err of the Lock's session, if it has one.
 func (l *Lock) sessionErr() error {

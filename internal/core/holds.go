@@ -88,3 +88,7 @@ func HoldCount(session any) int {
 	defer holds.Unlock()
 	return len(holds.m[session])
 }
+
+// ForgetSession drops every hold of a session that its owner ends (a pool
+// destroying a connection given back with locks).
+func ForgetSession(session any) { forgetSession(session) }

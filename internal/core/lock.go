@@ -48,6 +48,9 @@ func NewLock(c Conn, label string, m Mode, tags []Tag, opts Options) *Lock {
 	}
 }
 
+// ConnKey returns the Key of the Lock's Conn.
+func (l *Lock) ConnKey() any { return l.conn.Key() }
+
 // Acquire waits until every tag is held.
 func (l *Lock) Acquire(ctx context.Context) error {
 	_, err := l.acquire(ctx, "acquire "+l.label, false)

@@ -1,0 +1,101 @@
+package alock
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgalock/alock/internal/core"
+)
+
+// GuardPool makes a pgxpool destroy, instead of reuse, a connection that is
+// given back while a Lock on it (made with NewExclusive or NewShare on the
+// pooled *pgx.Conn) still holds: the next borrower would otherwise share
+// its locks, and the server would keep them. It chains cfg.AfterRelease
+// (the previous hook still runs for connections that hold nothing), and
+// logs each such connection at Warn on logger (nil for none), naming the
+// Locks and the file:line of their Acquire. Call it before
+// pgxpool.NewWithConfig. From then on, Acquire records its caller for Locks
+// on plain connections (one runtime.Caller per first acquisition).
+func GuardPool(cfg *pgxpool.Config, logger *slog.Logger) {
+	poolGuards.Add(1)
+	next := cfg.AfterRelease
+	cfg.AfterRelease = func(c *pgx.Conn) bool {
+		if core.HoldCount(c) > 0 {
+			if logger != nil {
+				logger.Log(context.Background(), slog.LevelWarn,
+					"alock: a pooled connection was given back holding advisory locks; destroyed",
+					"pid", c.PgConn().PID(), "locks", acquireSites.of(c))
+			}
+			acquireSites.forget(c)
+			core.ForgetSession(c) // the pool closes it: its locks end with it
+			return false
+		}
+		acquireSites.forget(c)
+		return next == nil || next(c)
+	}
+}
+
+// poolGuards counts GuardPool calls: while it is zero, Acquire records
+// nothing.
+var poolGuards atomic.Int32
+
+// acquireSites remembers, per pooled connection, where its held Locks were
+// acquired.
+var acquireSites = sites{m: make(map[*pgx.Conn]map[*Lock]string)}
+
+type sites struct {
+	mu sync.Mutex
+	m  map[*pgx.Conn]map[*Lock]string
+}
+
+// note records l's acquisition site (skip frames above the caller of
+// Acquire) if it is not recorded yet, or forgets it if l is not held.
+func (s *sites) note(l *Lock, held bool, skip int) {
+	c := l.plainConn()
+	if c == nil || poolGuards.Load() == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	byLock := s.m[c]
+	if !held {
+		delete(byLock, l)
+		return
+	}
+	if _, ok := byLock[l]; ok {
+		return
+	}
+	site := "unknown"
+	if _, file, line, ok := runtime.Caller(skip + 1); ok {
+		site = fmt.Sprintf("%s:%d", file, line)
+	}
+	if byLock == nil {
+		byLock = make(map[*Lock]string)
+		s.m[c] = byLock
+	}
+	byLock[l] = site
+}
+
+// of describes the Locks held on c and where they were acquired.
+func (s *sites) of(c *pgx.Conn) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for l, site := range s.m[c] {
+		out = append(out, l.String()+" acquired at "+site)
+	}
+	return strings.Join(out, "; ")
+}
+
+func (s *sites) forget(c *pgx.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.m, c)
+}

@@ -1,0 +1,77 @@
+package alock_test
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgalock/alock"
+	"github.com/pgalock/alock/internal/pgtest"
+)
+
+// TestGuardPool: a pooled connection given back with a held Lock is
+// destroyed (its locks end with it), and the log names the Lock and where
+// it was acquired; one given back clean is reused.
+func TestGuardPool(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = 1
+	var mu sync.Mutex
+	var logged strings.Builder
+	logger := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logged.Write(p)
+	}), nil))
+	alock.GuardPool(cfg, logger)
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+
+	pc, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := pc.Conn().PgConn().PID()
+	clean := alock.NewExclusive(pc.Conn(), alock.Key(1))
+	if err := clean.Do(ctx, func(context.Context) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	pc.Release()
+	if pc, err = pool.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := pc.Conn().PgConn().PID(); got != pid {
+		t.Fatalf("a clean connection was not reused: pid %d then %d", pid, got)
+	}
+	leaked := alock.NewExclusive(pc.Conn(), alock.Key(2), alock.Name("jobs"))
+	if err := leaked.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pc.Release()
+	pgtest.WaitFor(t, "the connection's backend gone", func() bool {
+		return len(pgtest.AdvisoryLocks(t, dsn, pid)) == 0
+	})
+	if pc, err = pool.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Release()
+	if got := pc.Conn().PgConn().PID(); got == pid {
+		t.Fatal("a connection given back holding a lock was reused")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if out := logged.String(); !strings.Contains(out, `exclusive [Key(2) Name(\"jobs\")] acquired at`) || !strings.Contains(out, "guardpool_test.go:") {
+		t.Fatalf("log does not name the Lock and its Acquire site:\n%s", out)
+	}
+}
