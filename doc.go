@@ -3,6 +3,12 @@
 // like a re-entrant mutex, blocking or not, that never lose a session on
 // cancellation and never leak a lock on failure.
 //
+// A [Locker] serves a whole process: its Locks exclude the process's own
+// goroutines as well as other processes, over at most MaxSessions database
+// sessions whatever the number of goroutines and waiters, and [Locker.Lead]
+// runs a function while the process leads. It is built from the pieces
+// below, which can also be used alone.
+//
 // A [Lock] is made over a *pgx.Conn and a list of ids ([Key], [Pair] or
 // [Name]); [Lock.Acquire] waits for all of them, [Lock.TryAcquire] takes all
 // or none, [Lock.Release] undoes one acquisition, and [Lock.Do] wraps a
@@ -34,6 +40,20 @@
 // use; they share one database session, so they exclude other sessions,
 // not each other. No operation waits behind another goroutine's lock wait:
 // the wait is interrupted and resumed (see [Session]).
+//
+// # Lockers
+//
+// A [Locker]'s goroutines first wait in the process, in a queue per id,
+// first come first served; only the first of them competes at the server,
+// on one of the Locker's Sessions, where it waits as a Session's Lock does.
+// So a process never pins a connection (nor a snapshot, which a blocked
+// pg_advisory_lock holds and which holds back vacuum) per waiter. Each
+// release goes to the server, where another process's waiter is queued, so
+// a process whose goroutines pass a hot id around cannot starve another
+// process. A waiter that shares its session with another wait polls with
+// try-locks every 5 to 200 ms; a try-lock cannot overtake a waiter queued
+// in the server, so such a poller can be overtaken by other processes'
+// blocked waiters, never the reverse.
 //
 // # Fencing
 //
