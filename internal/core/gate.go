@@ -24,6 +24,9 @@ type Gate struct {
 	slot     any       // the Lock that may wait on the server, nil for none
 	closeErr error     // set by Shut: Enter fails with it
 	drained  chan struct{}
+
+	batch   []*batchOp // submitted, not yet taken by a leader
+	leading bool       // a leader will take the batch
 }
 
 type gateWaiter struct {
@@ -198,4 +201,25 @@ func (g *Gate) EnterShut(ctx context.Context) bool {
 			return false
 		}
 	}
+}
+
+// submit adds op to the batch and reports whether the caller must lead it.
+func (g *Gate) submit(op *batchOp) (lead bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.batch = append(g.batch, op)
+	if g.leading {
+		return false
+	}
+	g.leading = true
+	return true
+}
+
+// takeBatch takes the batch; the next submit elects a new leader.
+func (g *Gate) takeBatch() []*batchOp {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	ops := g.batch
+	g.batch, g.leading = nil, false
+	return ops
 }

@@ -73,6 +73,11 @@ func (l *Lock) acquire(ctx context.Context, op string, try bool) (bool, error) {
 	if l.guard != nil {
 		defer l.guard.Gate().FreeSlot(l)
 	}
+	if l.batchable() && l.count() == 0 {
+		if ok, done, err := l.acquireBatched(ctx, op, try); done {
+			return ok, err
+		}
+	}
 	pause := pollMin
 	for {
 		ok, next, err := l.acquireOnce(ctx, op, try)

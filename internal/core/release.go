@@ -32,6 +32,9 @@ func (l *Lock) Release(ctx context.Context) error {
 	}
 	l.setReleasing(true)
 	defer l.setReleasing(false)
+	if l.batchable() && !l.isLost() {
+		return l.releaseBatched(op)
+	}
 	if err := l.enter(wait); err != nil {
 		return fmt.Errorf("alock: %s: waiting for the session: %w", op, err)
 	}
