@@ -66,6 +66,7 @@ func Run(t *testing.T, b Backend) {
 		{"ReleaseReportsLoss", releaseReportsLoss},
 		{"ReleaseWithCancelledContextUnlocks", releaseCancelledCtx},
 		{"GrantCancelRaceLeavesNoGhosts", grantCancelRace},
+		{"GiveBackEveryIDKind", giveBackEveryIDKind},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -69,7 +69,7 @@ func txGrantCancelRace(t *testing.T, e *env, b TxBackend) {
 		if uerr := <-unlocked; uerr != nil {
 			t.Fatal(uerr)
 		}
-		held := heldBy(t, holder, pid, 40)
+		held := heldBy(t, holder, pid)
 		switch {
 		case err == nil && !held:
 			pgtest.Fatalf(t, "LockTx succeeded but the server does not hold the lock")
