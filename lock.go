@@ -65,8 +65,8 @@ func describeLock(m Mode, ids []ID) string { return core.Describe(m.String(), id
 //
 // If ctx ends first, Acquire asks the server to cancel the wait, never closes
 // the connection, and returns an error for which errors.Is(err, ctx.Err())
-// holds; the connection stays usable and the session's other locks stay
-// held. Whatever ends an acquisition early (cancellation, a deadlock, which
+// holds, and errors.Is(err, context.Cause(ctx)) too; the connection stays
+// usable and the session's other locks stay held. Whatever ends an acquisition early (cancellation, a deadlock, which
 // returns an error wrapping ErrDeadlock, a lock_timeout or statement_timeout
 // the session set, a lost connection), none of this Lock's ids is left held
 // on the server: a lock granted as the cancel arrived is given back. If that

@@ -20,8 +20,8 @@ var ErrNoTransaction = core.ErrNoTransaction
 // LockTx waits under a savepoint of its own, in one round trip when nothing
 // fails. If the wait fails (ctx ends, deadlock, lock_timeout, statement
 // timeout) it rolls back to that savepoint, which releases every id the
-// wait took, and returns an error (wrapping ctx.Err() or ErrDeadlock as
-// Acquire does) with tx still usable and the connection open. If ctx ends
+// wait took, and returns an error (wrapping ctx.Err() and its cause, or
+// ErrDeadlock, as Acquire does) with tx still usable and the connection open. If ctx ends
 // as the locks are granted, LockTx returns nil: they are held until tx ends.
 // If even the rollback fails, the error says the transaction is aborted. A
 // tx that is not in a transaction block returns ErrNoTransaction.

@@ -59,9 +59,9 @@ const (
 func describe(op string, ctx context.Context, cancelled bool, c Conn, err error) error {
 	if cancelled && ctx.Err() != nil {
 		if errors.Is(err, errGrantedLate) || SQLState(err) == stateCanceled {
-			return fmt.Errorf("alock: %s: %w", op, context.Cause(ctx))
+			return fmt.Errorf("alock: %s: %w", op, ctxErr(ctx))
 		}
-		return fmt.Errorf("alock: %s: %w (and: %w)", op, context.Cause(ctx), err)
+		return fmt.Errorf("alock: %s: %w (and: %w)", op, ctxErr(ctx), err)
 	}
 	switch SQLState(err) {
 	case stateDeadlock:

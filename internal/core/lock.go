@@ -222,7 +222,7 @@ func (l *Lock) take(ctx context.Context, op string, try bool, send []Tag) (bool,
 		return false, describe(op, ctx, false, l.conn, err)
 	}
 	if ctx.Err() != nil {
-		return false, errors.Join(fmt.Errorf("alock: %s: %w", op, context.Cause(ctx)), sp.rollback(ctx, l.conn))
+		return false, errors.Join(fmt.Errorf("alock: %s: %w", op, ctxErr(ctx)), sp.rollback(ctx, l.conn))
 	}
 	if !try && ctx.Done() != nil && !l.conn.CanCancel() {
 		return l.takeInSlices(ctx, op, sp, send)

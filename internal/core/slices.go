@@ -34,7 +34,7 @@ func (l *Lock) takeInSlices(ctx context.Context, op string, sp savepoint, send [
 		}
 		if SQLState(err) != stateLockTimeout || ctx.Err() != nil {
 			if ctx.Err() != nil && SQLState(err) == stateLockTimeout {
-				err = fmt.Errorf("alock: %s: %w", op, context.Cause(ctx))
+				err = fmt.Errorf("alock: %s: %w", op, ctxErr(ctx))
 			} else {
 				err = describe(op, ctx, false, l.conn, err)
 			}

@@ -43,8 +43,9 @@ func LockTx(ctx context.Context, c Conn, m Mode, tags []Tag, label string) error
 			if deadline, ok := ctx.Deadline(); ok {
 				wait = min(wait, time.Until(deadline))
 			}
-			if wait <= 0 { // the deadline has passed; its timer has not fired yet
-				return fmt.Errorf("alock: %s: %w", op, context.DeadlineExceeded)
+			if wait <= 0 { // the deadline has passed; its timer is about to fire
+				<-ctx.Done()
+				return fmt.Errorf("alock: %s: %w", op, ctxErr(ctx))
 			}
 		}
 		sql := xactLockSQL(m, tags, wait, restore)
@@ -63,7 +64,7 @@ func LockTx(ctx context.Context, c Conn, m Mode, tags []Tag, label string) error
 			}
 			continue
 		case sliceOver:
-			return fmt.Errorf("alock: %s: %w", op, context.Cause(ctx))
+			return fmt.Errorf("alock: %s: %w", op, ctxErr(ctx))
 		}
 		return describe(op, ctx, cancelled, c, err)
 	}
@@ -123,7 +124,7 @@ func checkTx(ctx context.Context, c Conn, op string, tags []Tag) error {
 		return fmt.Errorf("alock: %s: %w (%d given)", op, ErrTooManyIDs, len(tags))
 	}
 	if ctx.Err() != nil {
-		return fmt.Errorf("alock: %s: %w", op, context.Cause(ctx))
+		return fmt.Errorf("alock: %s: %w", op, ctxErr(ctx))
 	}
 	return nil
 }

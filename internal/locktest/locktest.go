@@ -67,6 +67,7 @@ func Run(t *testing.T, b Backend) {
 		{"ReleaseWithCancelledContextUnlocks", releaseCancelledCtx},
 		{"GrantCancelRaceLeavesNoGhosts", grantCancelRace},
 		{"GiveBackEveryIDKind", giveBackEveryIDKind},
+		{"ContextCauseErrors", contextCause},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

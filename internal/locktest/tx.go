@@ -38,6 +38,10 @@ func RunTx(t *testing.T, b TxBackend) {
 		t.Parallel()
 		txDeadlockVictim(t, newEnv(t, Backend{Name: b.Name}), b)
 	})
+	t.Run("ContextCauseErrors", func(t *testing.T) {
+		t.Parallel()
+		txContextCause(t, newEnv(t, Backend{Name: b.Name}), b)
+	})
 }
 
 // txGrantCancelRace is grantCancelRace for LockTx: an error means the
