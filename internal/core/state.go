@@ -115,7 +115,7 @@ func (l *Lock) setCount(delta int, token int64) {
 // (and not being released) it counts one more acquisition without using
 // the connection, or reports the loss. counted is false when the Lock must go
 // to the server.
-func (l *Lock) countOnly(op string) (counted bool, err error) {
+func (l *Lock) countOnly(op operation) (counted bool, err error) {
 	l.state.mu.Lock()
 	held := l.state.count > 0 && !l.state.releasing
 	l.state.mu.Unlock()
