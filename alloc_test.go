@@ -31,6 +31,7 @@ func TestLockCycleAllocationIndependentOfNameLength(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	conn := pgtest.Connect(t, dsn)
 	session := openSession(t, dsn, nil)
+	locker := newLocker(t, dsn, "alloc", nil)
 	long := alock.Name(strings.Repeat("n", 1<<20))
 	for _, tc := range []struct {
 		name       string
@@ -38,6 +39,7 @@ func TestLockCycleAllocationIndependentOfNameLength(t *testing.T) {
 	}{
 		{"Conn", alock.NewExclusive(conn, alock.Key(1)), alock.NewExclusive(conn, long)},
 		{"Session", session.NewExclusive(alock.Key(1)), session.NewExclusive(long)},
+		{"Locker", locker.NewExclusive(alock.Key(1)), locker.NewExclusive(long)},
 	} {
 		perCycle := func(l *alock.Lock) uint64 {
 			return allocatedPerCycle(20, func() {
