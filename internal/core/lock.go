@@ -50,8 +50,13 @@ func NewLock(c Conn, label func() string, m Mode, tags []Tag, opts Options) *Loc
 	}
 }
 
-// ConnKey returns the Key of the Lock's Conn.
-func (l *Lock) ConnKey() any { return l.conn.Key() }
+// ConnKey returns the Key of the Lock's Conn, nil if it has none.
+func (l *Lock) ConnKey() any {
+	if l.conn == nil {
+		return nil
+	}
+	return l.conn.Key()
+}
 
 // Acquire waits until every tag is held.
 func (l *Lock) Acquire(ctx context.Context) error {
