@@ -35,8 +35,9 @@ type Lock struct {
 
 // NewExclusive returns an unheld Lock on conn over ids in Exclusive mode.
 // The ids are taken in the order given, any mix of Key, Pair and Name;
-// duplicates are allowed and count once. NewExclusive does not contact the
-// server.
+// duplicates (Equal ids) are allowed and count once. NewExclusive does not
+// contact the server. If conn is nil, Acquire, TryAcquire and Release
+// return an error saying so.
 func NewExclusive(conn *pgx.Conn, ids ...ID) *Lock { return newLock(conn, Exclusive, ids) }
 
 // NewShare returns an unheld Lock on conn over ids in Share mode, as
@@ -44,20 +45,29 @@ func NewExclusive(conn *pgx.Conn, ids ...ID) *Lock { return newLock(conn, Exclus
 func NewShare(conn *pgx.Conn, ids ...ID) *Lock { return newLock(conn, Share, ids) }
 
 func newLock(conn *pgx.Conn, m Mode, ids []ID) *Lock {
-	return newLockOn(pgxConn{conn}, m, ids, core.Options{})
+	var c core.Conn // nil for a nil conn: the Lock's methods then say so
+	if conn != nil {
+		c = pgxConn{conn}
+	}
+	return newLockOn(c, m, ids, core.Options{})
 }
 
 func newLockOn(c core.Conn, m Mode, ids []ID, opts core.Options) *Lock {
 	return &Lock{core: newCoreOn(c, m, ids, opts), mode: m, ids: slices.Clone(ids)}
 }
 
-// newCoreOn returns the core Lock of a Lock on c.
+// newCoreOn returns the core Lock of a Lock on c. Its label keeps a copy of
+// ids: it is rendered later, for errors.
 func newCoreOn(c core.Conn, m Mode, ids []ID, opts core.Options) *core.Lock {
-	return core.NewLock(c, describeLock(m, ids), core.Mode(m), tags(ids), opts)
+	return core.NewLock(c, describeLock(m, slices.Clone(ids)), core.Mode(m), tags(ids), opts)
 }
 
-// describeLock names a lock in messages: exclusive [Key(1) Name("jobs")].
-func describeLock(m Mode, ids []ID) string { return core.Describe(m.String(), ids) }
+// describeLock returns the name of a lock in messages, exclusive
+// [Key(1) Name("jobs")], built when called: messages are built only for
+// errors, so that a long Name costs nothing on success.
+func describeLock(m Mode, ids []ID) func() string {
+	return func() string { return core.Describe(m.String(), ids) }
+}
 
 // Acquire blocks until every id is held, taking them in order in one round
 // trip. If the Lock is already held it only increments the count. A Lock
@@ -65,11 +75,12 @@ func describeLock(m Mode, ids []ID) string { return core.Describe(m.String(), id
 //
 // If ctx ends first, Acquire asks the server to cancel the wait, never closes
 // the connection, and returns an error for which errors.Is(err, ctx.Err())
-// holds; the connection stays usable and the session's other locks stay
-// held. Whatever ends an acquisition early (cancellation, a deadlock, which
-// returns an error wrapping ErrDeadlock, a lock_timeout or statement_timeout
-// the session set, a lost connection), none of this Lock's ids is left held
-// on the server: a lock granted as the cancel arrived is given back. If that
+// holds, and errors.Is(err, context.Cause(ctx)) too; the connection stays
+// usable and the session's other locks stay held. Whatever ends an
+// acquisition early (cancellation, a deadlock, which returns an error
+// wrapping ErrDeadlock, a lock_timeout or statement_timeout the session set,
+// a lost connection), none of this Lock's ids is left held on the server: a
+// lock granted as the cancel arrived is given back. If that
 // cannot be established within CleanupTimeout the connection is closed,
 // which ends every lock on it.
 //
@@ -226,7 +237,7 @@ func (l *Lock) Mode() Mode { return l.mode }
 
 // String describes the Lock by mode and ids, as error messages do:
 // exclusive [Key(1) Name("jobs")].
-func (l *Lock) String() string { return describeLock(l.mode, l.ids) }
+func (l *Lock) String() string { return describeLock(l.mode, l.ids)() }
 
 // IDs returns a copy of the ids the Lock was made with, duplicates included.
 func (l *Lock) IDs() []ID { return slices.Clone(l.ids) }
@@ -273,6 +284,11 @@ func (l *Lock) traceEnd(ctx context.Context, acquired bool, err error) {
 		l.tracer.AcquireEnd(ctx, l, acquired, err)
 	}
 	if l.session != nil {
-		l.session.log(ctx, slog.LevelDebug, "alock: acquire", "lock", l.String(), "acquired", acquired, "err", err)
+		l.session.log(ctx, slog.LevelDebug, "alock: acquire", "lock", lockValue{l}, "acquired", acquired, "err", err)
 	}
 }
+
+// lockValue logs a Lock as its String, built only if a handler logs it.
+type lockValue struct{ l *Lock }
+
+func (v lockValue) LogValue() slog.Value { return slog.StringValue(v.l.String()) }

@@ -192,7 +192,7 @@ func (k *lockerLock) leave(h *lockerHold) {
 }
 
 func (k *lockerLock) release(ctx context.Context) error {
-	op := "release " + k.l.String()
+	op := "release"
 	if done, err := k.countDown(op); done {
 		return err
 	}
@@ -205,7 +205,7 @@ func (k *lockerLock) release(ctx context.Context) error {
 	select {
 	case k.turn <- struct{}{}:
 	case <-wait.Done():
-		return fmt.Errorf("alock: %s: waiting for the Lock: %w", op, core.CtxErr(wait))
+		return fmt.Errorf("alock: %s %s: waiting for the Lock: %w", op, k.l, core.CtxErr(wait))
 	}
 	defer func() { <-k.turn }()
 	if done, err := k.countDown(op); done { // counted meanwhile
@@ -234,13 +234,13 @@ func (k *lockerLock) countDown(op string) (done bool, err error) {
 	defer k.mu.Unlock()
 	switch {
 	case k.count == 0:
-		return true, fmt.Errorf("alock: %s: %w", op, ErrNotHeld)
+		return true, fmt.Errorf("alock: %s %s: %w", op, k.l, ErrNotHeld)
 	case k.count == 1:
 		return false, nil
 	}
 	k.count--
 	if !k.hold.core.Locked() {
-		return true, lostError(k.l.ids, fmt.Errorf("alock: %s: %w", op, k.hold.gone()))
+		return true, lostError(k.l.ids, fmt.Errorf("alock: %s %s: %w", op, k.l, k.hold.gone()))
 	}
 	return true, nil
 }

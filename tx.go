@@ -20,13 +20,14 @@ var ErrNoTransaction = core.ErrNoTransaction
 // LockTx waits under a savepoint of its own, in one round trip when nothing
 // fails. If the wait fails (ctx ends, deadlock, lock_timeout, statement
 // timeout) it rolls back to that savepoint, which releases every id the
-// wait took, and returns an error (wrapping ctx.Err() or ErrDeadlock as
-// Acquire does) with tx still usable and the connection open. If ctx ends
+// wait took, and returns an error (wrapping ctx.Err() and its cause, or
+// ErrDeadlock, as Acquire does) with tx still usable and the connection open. If ctx ends
 // as the locks are granted, LockTx returns nil: they are held until tx ends.
 // If even the rollback fails, the error says the transaction is aborted. A
-// tx that is not in a transaction block returns ErrNoTransaction.
+// tx that is not in a transaction block returns ErrNoTransaction, and a nil
+// tx an error saying so.
 func LockTx(ctx context.Context, tx pgx.Tx, mode Mode, ids ...ID) error {
-	return core.LockTx(ctx, pgxConn{tx.Conn()}, core.Mode(mode), tags(ids), describeLock(mode, ids))
+	return core.LockTx(ctx, txConn(tx), core.Mode(mode), tags(ids), describeLock(mode, ids))
 }
 
 // TryLockTx takes every id in mode until tx ends, or none, without waiting:
@@ -34,5 +35,13 @@ func LockTx(ctx context.Context, tx pgx.Tx, mode Mode, ids ...ID) error {
 // only some of them. It costs three round trips (a savepoint, the tries, and
 // its release or rollback). Errors are as for LockTx.
 func TryLockTx(ctx context.Context, tx pgx.Tx, mode Mode, ids ...ID) (bool, error) {
-	return core.TryLockTx(ctx, pgxConn{tx.Conn()}, core.Mode(mode), tags(ids), describeLock(mode, ids))
+	return core.TryLockTx(ctx, txConn(tx), core.Mode(mode), tags(ids), describeLock(mode, ids))
+}
+
+// txConn returns the connection of tx, nil for a nil tx.
+func txConn(tx pgx.Tx) core.Conn {
+	if tx == nil {
+		return nil
+	}
+	return pgxConn{tx.Conn()}
 }

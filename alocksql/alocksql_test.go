@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -162,4 +163,29 @@ func TestLockTx(t *testing.T) {
 			t.Fatalf("LockTx after commit: %v, want sql.ErrTxDone", err)
 		}
 	})
+}
+
+func TestNilConnOrTxReturnsError(t *testing.T) {
+	ctx := context.Background()
+	nilErr := func(what string, err error) {
+		t.Helper()
+		if err == nil || !strings.Contains(err.Error(), "nil") {
+			t.Errorf("%s: %v, want an error saying the connection is nil", what, err)
+		}
+	}
+	l := alocksql.NewShare(nil, alock.Key(1))
+	nilErr("Acquire", l.Acquire(ctx))
+	ok, err := l.TryAcquire(ctx)
+	nilErr("TryAcquire", err)
+	nilErr("Release", l.Release(ctx))
+	if ok || l.Locked() {
+		t.Error("a Lock on a nil connection is held")
+	}
+	nilErr("LockTx", alocksql.LockTx(ctx, nil, alock.Exclusive, alock.Key(1)))
+	ok, err = alocksql.TryLockTx(ctx, nil, alock.Exclusive, alock.Key(1))
+	nilErr("TryLockTx", err)
+	if ok {
+		t.Error("TryLockTx on a nil transaction succeeded")
+	}
+	nilErr("CloseConn", alocksql.CloseConn(ctx, nil))
 }

@@ -22,8 +22,11 @@ var ErrStillHeld = errors.New("alock: connection still holds locks")
 // are found too; if any is held, or the question cannot be answered, it
 // discards the connection (database/sql closes it, ending the session and
 // its locks) and says so in its error. It returns nil when conn went back
-// to the pool clean.
+// to the pool clean, and an error for a nil conn.
 func CloseConn(ctx context.Context, conn *sql.Conn) error {
+	if conn == nil {
+		return errors.New("alock: close connection: the connection is nil")
+	}
 	if n := core.HoldCount(conn); n > 0 {
 		return fmt.Errorf("alock: close connection: %w (%d ids)", ErrStillHeld, n)
 	}

@@ -40,7 +40,7 @@ type Lock struct {
 }
 
 // NewExclusive returns an unheld Lock on conn over ids in Exclusive mode, as
-// alock.NewExclusive.
+// alock.NewExclusive; with a nil conn its methods return an error.
 func NewExclusive(conn *sql.Conn, ids ...alock.ID) *Lock { return newLock(conn, alock.Exclusive, ids) }
 
 // NewShare returns an unheld Lock on conn over ids in Share mode, as
@@ -48,8 +48,18 @@ func NewExclusive(conn *sql.Conn, ids ...alock.ID) *Lock { return newLock(conn, 
 func NewShare(conn *sql.Conn, ids ...alock.ID) *Lock { return newLock(conn, alock.Share, ids) }
 
 func newLock(conn *sql.Conn, m alock.Mode, ids []alock.ID) *Lock {
-	c := core.NewLock(newSQLConn(conn), core.Describe(m.String(), ids), core.Mode(m), tags(ids), core.Options{})
-	return &Lock{core: c, mode: m, ids: slices.Clone(ids)}
+	var c core.Conn // nil for a nil conn: the Lock's methods then say so
+	if conn != nil {
+		c = newSQLConn(conn)
+	}
+	ids = slices.Clone(ids)
+	return &Lock{core: core.NewLock(c, describe(m, ids), core.Mode(m), tags(ids), core.Options{}), mode: m, ids: ids}
+}
+
+// describe returns the name of a lock in messages, built when called (for
+// an error, or String).
+func describe(m alock.Mode, ids []alock.ID) func() string {
+	return func() string { return core.Describe(m.String(), ids) }
 }
 
 // Acquire is alock.Lock.Acquire.
@@ -79,7 +89,7 @@ func (l *Lock) Mode() alock.Mode { return l.mode }
 func (l *Lock) IDs() []alock.ID { return slices.Clone(l.ids) }
 
 // String describes the Lock as alock.Lock.String does.
-func (l *Lock) String() string { return core.Describe(l.mode.String(), l.ids) }
+func (l *Lock) String() string { return describe(l.mode, l.ids)() }
 
 // tags returns the core tags of ids.
 func tags(ids []alock.ID) []core.Tag {

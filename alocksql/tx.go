@@ -16,13 +16,21 @@ import (
 // a deadlock is suspected), as Lock does with lib/pq; the transaction's own
 // lock_timeout is restored after each slice. A deadlock returns an error
 // wrapping alock.ErrDeadlock, after which tx holds what it held before and
-// is usable.
+// is usable. A nil tx is an error.
 func LockTx(ctx context.Context, tx *sql.Tx, mode alock.Mode, ids ...alock.ID) error {
-	return core.LockTx(ctx, sqlTx{tx}, core.Mode(mode), tags(ids), core.Describe(mode.String(), ids))
+	return core.LockTx(ctx, txConn(tx), core.Mode(mode), tags(ids), describe(mode, ids))
 }
 
 // TryLockTx is alock.TryLockTx over a *sql.Tx: every id or none, without
 // waiting, in three round trips.
 func TryLockTx(ctx context.Context, tx *sql.Tx, mode alock.Mode, ids ...alock.ID) (bool, error) {
-	return core.TryLockTx(ctx, sqlTx{tx}, core.Mode(mode), tags(ids), core.Describe(mode.String(), ids))
+	return core.TryLockTx(ctx, txConn(tx), core.Mode(mode), tags(ids), describe(mode, ids))
+}
+
+// txConn returns tx as a core.Conn, nil for a nil tx.
+func txConn(tx *sql.Tx) core.Conn {
+	if tx == nil {
+		return nil
+	}
+	return sqlTx{tx}
 }

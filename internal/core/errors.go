@@ -54,14 +54,29 @@ const (
 	stateTxAborted   = "25P02"
 )
 
+// errNilConn is the error of a Lock or transaction lock made over a nil
+// connection or transaction.
+var errNilConn = errors.New("the connection is nil")
+
+// An operation names what failed in error messages, "acquire exclusive
+// [Key(1)]": a verb and the label of the Lock. The label is rendered only
+// when an error is, so that a long one (a Name of a megabyte) costs nothing
+// on success.
+type operation struct {
+	verb  string
+	label func() string
+}
+
+func (o operation) String() string { return o.verb + " " + o.label() }
+
 // describe wraps a failed acquisition's error so that it says what happened
 // and matches the right sentinel or context error with errors.Is.
-func describe(op string, ctx context.Context, cancelled bool, c Conn, err error) error {
+func describe(op operation, ctx context.Context, cancelled bool, c Conn, err error) error {
 	if cancelled && ctx.Err() != nil {
 		if errors.Is(err, errGrantedLate) || SQLState(err) == stateCanceled {
-			return fmt.Errorf("alock: %s: %w", op, context.Cause(ctx))
+			return fmt.Errorf("alock: %s: %w", op, ctxErr(ctx))
 		}
-		return fmt.Errorf("alock: %s: %w (and: %w)", op, context.Cause(ctx), err)
+		return fmt.Errorf("alock: %s: %w (and: %w)", op, ctxErr(ctx), err)
 	}
 	switch SQLState(err) {
 	case stateDeadlock:

@@ -49,11 +49,11 @@ func (l *Lock) held(ctx context.Context) (map[Tag]bool, error) {
 
 // abandon closes a session whose lock state is unknown, which ends every
 // lock on it, and says so.
-func (l *Lock) abandon(ctx context.Context, op string, cause error) error {
+func (l *Lock) abandon(ctx context.Context, verb string, cause error) error {
 	lost := l.conn.Closed()
 	l.conn.Close(ctx)
 	forgetSession(l.conn.Key())
-	op += " " + l.label
+	op := operation{verb, l.label}
 	if lost {
 		return fmt.Errorf("alock: %s: %w: session lost: %w", op, ErrLost, cause)
 	}

@@ -17,7 +17,8 @@ type Lock struct {
 	conn  Conn
 	guard Guard  // nil for a plain connection
 	fence string // the sequence of fencing tokens, "" for none
-	label string // names the Lock in errors
+	// label names the Lock in errors; it is rendered only for them.
+	label func() string
 	mode  Mode
 	tags  []Tag // distinct, in the order given
 
@@ -35,8 +36,9 @@ type Options struct {
 }
 
 // NewLock returns an unheld Lock on c over tags (duplicates are dropped, the
-// order is kept); label names it in error messages.
-func NewLock(c Conn, label string, m Mode, tags []Tag, opts Options) *Lock {
+// order is kept); label names it in error messages. A nil c makes a Lock
+// whose Acquire, TryAcquire and Release return an error saying so.
+func NewLock(c Conn, label func() string, m Mode, tags []Tag, opts Options) *Lock {
 	distinct := distinct(tags)
 	return &Lock{
 		conn: c, guard: opts.Guard, fence: opts.Fence, label: label, mode: m, tags: distinct,
@@ -48,21 +50,29 @@ func NewLock(c Conn, label string, m Mode, tags []Tag, opts Options) *Lock {
 	}
 }
 
-// ConnKey returns the Key of the Lock's Conn.
-func (l *Lock) ConnKey() any { return l.conn.Key() }
+// ConnKey returns the Key of the Lock's Conn, nil if it has none.
+func (l *Lock) ConnKey() any {
+	if l.conn == nil {
+		return nil
+	}
+	return l.conn.Key()
+}
 
 // Acquire waits until every tag is held.
 func (l *Lock) Acquire(ctx context.Context) error {
-	_, err := l.acquire(ctx, "acquire "+l.label, false)
+	_, err := l.acquire(ctx, operation{"acquire", l.label}, false)
 	return err
 }
 
 // TryAcquire takes every tag or none, without waiting.
 func (l *Lock) TryAcquire(ctx context.Context) (bool, error) {
-	return l.acquire(ctx, "try acquire "+l.label, true)
+	return l.acquire(ctx, operation{"try acquire", l.label}, true)
 }
 
-func (l *Lock) acquire(ctx context.Context, op string, try bool) (bool, error) {
+func (l *Lock) acquire(ctx context.Context, op operation, try bool) (bool, error) {
+	if l.conn == nil {
+		return false, fmt.Errorf("alock: %s: %w", op, errNilConn)
+	}
 	if counted, err := l.countOnly(op); counted {
 		return err == nil, err
 	}
@@ -107,7 +117,7 @@ const (
 )
 
 // acquireOnce is one attempt of acquire, with the session entered.
-func (l *Lock) acquireOnce(ctx context.Context, op string, try bool) (bool, int, error) {
+func (l *Lock) acquireOnce(ctx context.Context, op operation, try bool) (bool, int, error) {
 	if err := l.enter(ctx); err != nil {
 		return false, done, fmt.Errorf("alock: %s: waiting for the session: %w", op, err)
 	}
@@ -149,7 +159,7 @@ func (l *Lock) acquireOnce(ctx context.Context, op string, try bool) (bool, int,
 // session's wait slot waits on the server, preemptibly (another user
 // interrupts the wait, which gives back what it took and starts again);
 // any other polls with a try.
-func (l *Lock) takeOrWait(ctx context.Context, op string, try bool, send []Tag) (bool, int, error) {
+func (l *Lock) takeOrWait(ctx context.Context, op operation, try bool, send []Tag) (bool, int, error) {
 	if try || l.guard == nil {
 		ok, err := l.take(ctx, op, try, send)
 		return ok, done, err
@@ -211,7 +221,7 @@ func (l *Lock) nextToken(ctx context.Context) (int64, error) {
 
 // take takes send, the tags this session does not hold yet, in one statement.
 // On failure it gives back whatever the statement took before returning.
-func (l *Lock) take(ctx context.Context, op string, try bool, send []Tag) (bool, error) {
+func (l *Lock) take(ctx context.Context, op operation, try bool, send []Tag) (bool, error) {
 	st := l.lockAll
 	if try {
 		st = l.tryAll
@@ -227,7 +237,7 @@ func (l *Lock) take(ctx context.Context, op string, try bool, send []Tag) (bool,
 		return false, describe(op, ctx, false, l.conn, err)
 	}
 	if ctx.Err() != nil {
-		return false, errors.Join(fmt.Errorf("alock: %s: %w", op, context.Cause(ctx)), sp.rollback(ctx, l.conn))
+		return false, errors.Join(fmt.Errorf("alock: %s: %w", op, ctxErr(ctx)), sp.rollback(ctx, l.conn))
 	}
 	if !try && ctx.Done() != nil && !l.conn.CanCancel() {
 		return l.takeInSlices(ctx, op, sp, send)
@@ -254,7 +264,7 @@ func (l *Lock) take(ctx context.Context, op string, try bool, send []Tag) (bool,
 
 // keep ends the savepoint of a successful take. If that fails, the grant is
 // given back: the session locks would otherwise outlive the error.
-func (l *Lock) keep(ctx context.Context, op string, sp savepoint, send []Tag) (bool, error) {
+func (l *Lock) keep(ctx context.Context, op operation, sp savepoint, send []Tag) (bool, error) {
 	if err := sp.release(ctx, l.conn); err != nil {
 		return false, errors.Join(describe(op, ctx, false, l.conn, err), l.giveBack(ctx, sp, send))
 	}
@@ -263,7 +273,7 @@ func (l *Lock) keep(ctx context.Context, op string, sp savepoint, send []Tag) (b
 
 // keepAllOrNone finishes a try: if any tag was not taken, it unlocks the ones
 // that were, so that a false leaves nothing held.
-func (l *Lock) keepAllOrNone(ctx context.Context, op string, sp savepoint, send []Tag, flags string) (bool, error) {
+func (l *Lock) keepAllOrNone(ctx context.Context, op operation, sp savepoint, send []Tag, flags string) (bool, error) {
 	taken, ok := parseFlags(flags, len(send))
 	if !ok {
 		err := fmt.Errorf("alock: %s: unexpected result %q", op, flags)

@@ -13,7 +13,10 @@ import (
 // held), or, if ctx has already ended, for CleanupTimeout; it never waits
 // behind a blocked lock wait, which it preempts.
 func (l *Lock) Release(ctx context.Context) error {
-	op := "release " + l.label
+	op := operation{"release", l.label}
+	if l.conn == nil {
+		return fmt.Errorf("alock: %s: %w", op, errNilConn)
+	}
 	if counted, err := l.countDown(op); counted {
 		return err
 	}
@@ -54,7 +57,7 @@ func (l *Lock) Release(ctx context.Context) error {
 // countDown is Release's path that does not use the connection: a Lock not
 // held, one held more than once, or one with no ids. counted is false when
 // the Release is the last and must unlock on the server.
-func (l *Lock) countDown(op string) (counted bool, err error) {
+func (l *Lock) countDown(op operation) (counted bool, err error) {
 	l.state.mu.Lock()
 	n := l.state.count
 	if n == 0 {
@@ -78,7 +81,7 @@ func (l *Lock) countDown(op string) (counted bool, err error) {
 
 // lostErr returns an error wrapping ErrLost if the session is known gone,
 // and then forgets the session's holds: they are gone with it.
-func (l *Lock) lostErr(op string) error {
+func (l *Lock) lostErr(op operation) error {
 	if !l.isLost() {
 		return nil
 	}
@@ -135,7 +138,7 @@ func (l *Lock) unlock(ctx context.Context, tags []Tag, strict bool) error {
 		}
 	}
 	if len(notHeld) > 0 && strict {
-		return fmt.Errorf("alock: unlock %s: %w: the server did not hold %v", l.label, ErrLost, notHeld)
+		return fmt.Errorf("alock: unlock %s: %w: the server did not hold %v", l.label(), ErrLost, notHeld)
 	}
 	return nil
 }

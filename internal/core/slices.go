@@ -20,7 +20,7 @@ const sliceTimeout = 100 * time.Millisecond
 // fair than a single wait. The session's own lock_timeout is overridden.
 // Between slices it asks whether it is suspected of a deadlock, and if so
 // waits long enough for the server to check (see nextSlice).
-func (l *Lock) takeInSlices(ctx context.Context, op string, sp savepoint, send []Tag) (bool, error) {
+func (l *Lock) takeInSlices(ctx context.Context, op operation, sp savepoint, send []Tag) (bool, error) {
 	rest, slice := send, shortSlice()
 	for {
 		wait := slice
@@ -34,7 +34,7 @@ func (l *Lock) takeInSlices(ctx context.Context, op string, sp savepoint, send [
 		}
 		if SQLState(err) != stateLockTimeout || ctx.Err() != nil {
 			if ctx.Err() != nil && SQLState(err) == stateLockTimeout {
-				err = fmt.Errorf("alock: %s: %w", op, context.Cause(ctx))
+				err = fmt.Errorf("alock: %s: %w", op, ctxErr(ctx))
 			} else {
 				err = describe(op, ctx, false, l.conn, err)
 			}

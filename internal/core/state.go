@@ -43,7 +43,9 @@ func (l *Lock) Locked() bool {
 }
 
 // Lost returns a channel closed when the current hold is lost: its session
-// ended, or the server no longer held it. It is not closed by Release.
+// ended, or the server no longer held it. It is not closed by Release. Each
+// hold gets a new channel (see setCount); a Lock never held returns one that
+// is never closed.
 func (l *Lock) Lost() <-chan struct{} {
 	l.state.mu.Lock()
 	defer l.state.mu.Unlock()
@@ -94,9 +96,7 @@ func (l *Lock) setCount(delta int, token int64) {
 	was := l.state.count
 	l.state.count += delta
 	if was == 0 && l.state.count > 0 {
-		if l.state.gone {
-			l.state.lost = make(chan struct{})
-		}
+		l.state.lost = make(chan struct{})
 		l.state.gone, l.state.token = false, token
 	}
 	now := l.state.count
@@ -115,7 +115,7 @@ func (l *Lock) setCount(delta int, token int64) {
 // (and not being released) it counts one more acquisition without using
 // the connection, or reports the loss. counted is false when the Lock must go
 // to the server.
-func (l *Lock) countOnly(op string) (counted bool, err error) {
+func (l *Lock) countOnly(op operation) (counted bool, err error) {
 	l.state.mu.Lock()
 	held := l.state.count > 0 && !l.state.releasing
 	l.state.mu.Unlock()

@@ -15,15 +15,19 @@ var ErrNoTransaction = errors.New("alock: not in a transaction block")
 const txSavepoint = "alock_tx"
 
 // LockTx takes tags in mode m until the end of c's transaction (or of the
-// savepoint it runs in). The wait runs under a savepoint of its own, in one
+// savepoint it runs in); label names the ids in error messages, and a nil c
+// is an error. The wait runs under a savepoint of its own, in one
 // round trip when no error occurs:
 //
 //	SAVEPOINT alock_tx; SELECT pg_advisory_xact_lock(1), ...; RELEASE SAVEPOINT alock_tx
 //
 // On any failure it rolls back to that savepoint, which releases whatever the
 // statement took and leaves the transaction usable.
-func LockTx(ctx context.Context, c Conn, m Mode, tags []Tag, label string) error {
-	op := "lock in transaction " + label
+func LockTx(ctx context.Context, c Conn, m Mode, tags []Tag, label func() string) error {
+	op := operation{"lock in transaction", label}
+	if c == nil {
+		return fmt.Errorf("alock: %s: %w", op, errNilConn)
+	}
 	tags = distinct(tags)
 	if err := checkTx(ctx, c, op, tags); err != nil || len(tags) == 0 {
 		return err
@@ -43,8 +47,9 @@ func LockTx(ctx context.Context, c Conn, m Mode, tags []Tag, label string) error
 			if deadline, ok := ctx.Deadline(); ok {
 				wait = min(wait, time.Until(deadline))
 			}
-			if wait <= 0 { // the deadline has passed; its timer has not fired yet
-				return fmt.Errorf("alock: %s: %w", op, context.DeadlineExceeded)
+			if wait <= 0 { // the deadline has passed; its timer is about to fire
+				<-ctx.Done()
+				return fmt.Errorf("alock: %s: %w", op, ctxErr(ctx))
 			}
 		}
 		sql := xactLockSQL(m, tags, wait, restore)
@@ -63,7 +68,7 @@ func LockTx(ctx context.Context, c Conn, m Mode, tags []Tag, label string) error
 			}
 			continue
 		case sliceOver:
-			return fmt.Errorf("alock: %s: %w", op, context.Cause(ctx))
+			return fmt.Errorf("alock: %s: %w", op, ctxErr(ctx))
 		}
 		return describe(op, ctx, cancelled, c, err)
 	}
@@ -72,8 +77,11 @@ func LockTx(ctx context.Context, c Conn, m Mode, tags []Tag, label string) error
 // TryLockTx takes every tag in mode m until the end of c's transaction, or
 // none, without waiting: SAVEPOINT, the tries, then RELEASE SAVEPOINT if all
 // were taken or ROLLBACK TO SAVEPOINT (which releases them) if not.
-func TryLockTx(ctx context.Context, c Conn, m Mode, tags []Tag, label string) (bool, error) {
-	op := "try lock in transaction " + label
+func TryLockTx(ctx context.Context, c Conn, m Mode, tags []Tag, label func() string) (bool, error) {
+	op := operation{"try lock in transaction", label}
+	if c == nil {
+		return false, fmt.Errorf("alock: %s: %w", op, errNilConn)
+	}
 	tags = distinct(tags)
 	if err := checkTx(ctx, c, op, tags); err != nil || len(tags) == 0 {
 		return err == nil, err
@@ -112,7 +120,7 @@ func TryLockTx(ctx context.Context, c Conn, m Mode, tags []Tag, label string) (b
 
 // checkTx refuses to take transaction locks outside a transaction block,
 // where they would end with the statement.
-func checkTx(ctx context.Context, c Conn, op string, tags []Tag) error {
+func checkTx(ctx context.Context, c Conn, op operation, tags []Tag) error {
 	switch c.TxStatus() {
 	case 'I':
 		return fmt.Errorf("alock: %s: %w: a transaction lock would end with its statement; begin a transaction first", op, ErrNoTransaction)
@@ -123,7 +131,7 @@ func checkTx(ctx context.Context, c Conn, op string, tags []Tag) error {
 		return fmt.Errorf("alock: %s: %w (%d given)", op, ErrTooManyIDs, len(tags))
 	}
 	if ctx.Err() != nil {
-		return fmt.Errorf("alock: %s: %w", op, context.Cause(ctx))
+		return fmt.Errorf("alock: %s: %w", op, ctxErr(ctx))
 	}
 	return nil
 }

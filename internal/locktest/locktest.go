@@ -18,6 +18,7 @@ type Lock interface {
 	TryAcquire(ctx context.Context) (bool, error)
 	Release(ctx context.Context) error
 	Locked() bool
+	Lost() <-chan struct{}
 	Do(ctx context.Context, fn func(ctx context.Context) error) error
 	IDs() []alock.ID
 }
@@ -66,6 +67,9 @@ func Run(t *testing.T, b Backend) {
 		{"ReleaseReportsLoss", releaseReportsLoss},
 		{"ReleaseWithCancelledContextUnlocks", releaseCancelledCtx},
 		{"GrantCancelRaceLeavesNoGhosts", grantCancelRace},
+		{"GiveBackEveryIDKind", giveBackEveryIDKind},
+		{"ContextCauseErrors", contextCause},
+		{"LostChannelPerHold", lostChannelPerHold},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -38,6 +38,10 @@ func RunTx(t *testing.T, b TxBackend) {
 		t.Parallel()
 		txDeadlockVictim(t, newEnv(t, Backend{Name: b.Name}), b)
 	})
+	t.Run("ContextCauseErrors", func(t *testing.T) {
+		t.Parallel()
+		txContextCause(t, newEnv(t, Backend{Name: b.Name}), b)
+	})
 }
 
 // txGrantCancelRace is grantCancelRace for LockTx: an error means the
@@ -69,7 +73,7 @@ func txGrantCancelRace(t *testing.T, e *env, b TxBackend) {
 		if uerr := <-unlocked; uerr != nil {
 			t.Fatal(uerr)
 		}
-		held := heldBy(t, holder, pid, 40)
+		held := heldBy(t, holder, pid)
 		switch {
 		case err == nil && !held:
 			pgtest.Fatalf(t, "LockTx succeeded but the server does not hold the lock")
