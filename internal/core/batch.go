@@ -258,7 +258,7 @@ func (l *Lock) runRows(r batchRows, single *statement) ([]bool, error) {
 
 // acquireBatched is an acquisition's first try, batched. done reports that
 // acquire must return ok and err; otherwise the Lock must wait.
-func (l *Lock) acquireBatched(ctx context.Context, op string, try bool) (ok, done bool, err error) {
+func (l *Lock) acquireBatched(ctx context.Context, op operation, try bool) (ok, done bool, err error) {
 	if ctx.Err() != nil {
 		return false, true, fmt.Errorf("alock: %s: %w", op, ctxErr(ctx))
 	}
@@ -278,7 +278,7 @@ func (l *Lock) acquireBatched(ctx context.Context, op string, try bool) (ok, don
 }
 
 // releaseBatched is the unlock of a last Release, batched.
-func (l *Lock) releaseBatched(op string) error {
+func (l *Lock) releaseBatched(op operation) error {
 	b := &batchOp{unlock: true}
 	l.batched(b)
 	err := b.err
