@@ -1,0 +1,69 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgalock/alock"
+)
+
+// conflictTimeout bounds looking up who holds a lock that was not obtained.
+const conflictTimeout = 5 * time.Second
+
+// conflictLine returns one line naming the sessions that hold lock's ids in
+// a mode that conflicts with it, read from pg_locks and pg_stat_activity
+// through a connection of its own.
+func conflictLine(ctx context.Context, cfg *pgx.ConnConfig, lock *alock.Lock) string {
+	ctx, cancel := context.WithTimeout(ctx, conflictTimeout)
+	defer cancel()
+	prefix := fmt.Sprintf("alock: %s is held elsewhere", lock)
+	conn, err := connect(ctx, cfg)
+	if err != nil {
+		return fmt.Sprintf("%s (could not see by whom: %v)", prefix, err)
+	}
+	defer closeConn(conn)
+	snap, err := readLocks(ctx, conn, lock.IDs())
+	if err != nil {
+		return fmt.Sprintf("%s (could not see by whom: %v)", prefix, err)
+	}
+	snap.addNames(nil)
+	var holders []string
+	for _, r := range snap.rows {
+		if r.granted && (lock.Mode() == alock.Exclusive || r.mode == "exclusive") {
+			holders = append(holders, snap.holder(r))
+		}
+	}
+	if len(holders) == 0 {
+		return prefix + " (no holder is left now: try again)"
+	}
+	return prefix + ": " + strings.Join(holders, "; ")
+}
+
+// holder describes the session that holds r: pid, application_name, user
+// and since when its session exists.
+func (s *snapshot) holder(r lockInfo) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s by pid %s", displayID(r), r.mode, r.pidText())
+	var details []string
+	if r.app != nil && *r.app != "" {
+		details = append(details, "application_name "+strconv.Quote(*r.app))
+	}
+	if r.user != nil {
+		details = append(details, "user "+*r.user)
+	}
+	if r.sessionStart != nil {
+		details = append(details, fmt.Sprintf("session since %s (%s ago)",
+			r.sessionStart.Local().Format("2006-01-02 15:04:05 MST"), formatAge(s.now.Sub(*r.sessionStart))))
+	} else if r.pid != nil {
+		details = append(details, "session start hidden (another user's session)")
+	}
+	if len(details) > 0 {
+		fmt.Fprintf(&b, " (%s)", strings.Join(details, ", "))
+	}
+	return b.String()
+}
