@@ -143,20 +143,29 @@ func scanLockInfo(row pgx.CollectableRow) (lockInfo, error) {
 	return r, nil
 }
 
-// compareLockInfo orders rows by id, holders first, then by wait start
+// compareLockInfo orders rows by id (Keys, then Pairs), holders first, then by wait start
 // and pid.
 func compareLockInfo(x, y lockInfo) int {
-	xc, xo, xs := x.id.LockTag()
-	yc, yo, ys := y.id.LockTag()
-	return cmp.Or(cmp.Compare(xs, ys), cmp.Compare(xc, yc), cmp.Compare(xo, yo),
+	xs, x1, x2 := idOrder(x.id)
+	ys, y1, y2 := idOrder(y.id)
+	return cmp.Or(cmp.Compare(xs, ys), cmp.Compare(x1, y1), cmp.Compare(x2, y2),
 		-compareBool(x.granted, y.granted), compareTimes(x.waitStart, y.waitStart),
 		cmp.Compare(derefOr(x.pid, 0), derefOr(y.pid, 0)))
 }
 
+// idOrder returns the sort keys of id: Keys by value, then Pairs by their
+// two values.
+func idOrder(id alock.ID) (sub uint16, a, b int64) {
+	c, o, sub := id.LockTag()
+	if sub == 1 {
+		return sub, idKey(id), 0
+	}
+	return sub, int64(int32(c)), int64(int32(o))
+}
+
 // compareTimes orders times, nil first.
 func compareTimes(x, y *time.Time) int {
-	switch {
-	case x == nil || y == nil:
+	if x == nil || y == nil {
 		return compareBool(x != nil, y != nil)
 	}
 	return x.Compare(*y)

@@ -111,7 +111,7 @@ func runCommand(ctx context.Context, std stdio, args []string) error {
 		fmt.Fprintf(std.err, "alock: %s while waiting for the lock; giving up\n", signalName(w.signal))
 		return exitCode(128 + int(w.signal.(syscall.Signal)))
 	case errors.Is(err, errConflict):
-		fmt.Fprintln(std.err, conflictLine(ctx, cfg, lock))
+		fmt.Fprintln(std.err, conflictLine(ctx, cfg, o, lock))
 		return exitCode(o.conflictCode)
 	case err != nil:
 		return err

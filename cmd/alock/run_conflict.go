@@ -18,10 +18,10 @@ const conflictTimeout = 5 * time.Second
 // conflictLine returns one line naming the sessions that hold lock's ids in
 // a mode that conflicts with it, read from pg_locks and pg_stat_activity
 // through a connection of its own.
-func conflictLine(ctx context.Context, cfg *pgx.ConnConfig, lock *alock.Lock) string {
+func conflictLine(ctx context.Context, cfg *pgx.ConnConfig, o *runOptions, lock *alock.Lock) string {
 	ctx, cancel := context.WithTimeout(ctx, conflictTimeout)
 	defer cancel()
-	prefix := fmt.Sprintf("alock: %s is held elsewhere", lock)
+	prefix := fmt.Sprintf("alock: %s (%s) is held elsewhere", joinIDArgs(o.idArgs), lock.Mode())
 	conn, err := connect(ctx, cfg)
 	if err != nil {
 		return fmt.Sprintf("%s (could not see by whom: %v)", prefix, err)
