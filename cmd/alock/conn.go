@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -59,9 +60,25 @@ func anyEnv(names []string) bool {
 func connect(ctx context.Context, cfg *pgx.ConnConfig) (*pgx.Conn, error) {
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("alock: connect: %w", err)
+		return nil, relabel("alock: connect: ", err)
 	}
 	return conn, nil
+}
+
+// labelledError is an error with a message of alock's own.
+type labelledError struct {
+	msg string
+	err error
+}
+
+func (e *labelledError) Error() string { return e.msg }
+func (e *labelledError) Unwrap() error { return e.err }
+
+// relabel returns err, which it wraps, with its message behind prefix
+// instead of the library's "alock: " or "alock: open: ".
+func relabel(prefix string, err error) error {
+	msg := strings.TrimPrefix(err.Error(), "alock: ")
+	return &labelledError{prefix + strings.TrimPrefix(msg, "open: "), err}
 }
 
 // closeConn closes conn within closeTimeout, whatever became of the

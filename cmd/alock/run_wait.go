@@ -55,7 +55,7 @@ func (w *waiter) lock(ctx context.Context, cfg *pgx.ConnConfig) (*alock.Session,
 func (w *waiter) open(ctx context.Context, cfg *pgx.ConnConfig) (*alock.Session, *alock.Lock, error) {
 	s, err := alock.OpenConfig(ctx, cfg, &alock.SessionOptions{Fencing: w.opts.fencing})
 	if err != nil {
-		return nil, nil, fmt.Errorf("alock: connect: %w", err)
+		return nil, nil, relabel("alock: connect: ", err)
 	}
 	l := s.NewExclusive(w.opts.ids...)
 	if w.opts.share {
