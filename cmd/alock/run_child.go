@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -34,6 +35,7 @@ func startChild(std stdio, o *runOptions, lock *alock.Lock) (*child, error) {
 		cmd.Env = append(cmd.Env, "ALOCK_FENCING_TOKEN="+strconv.FormatInt(lock.Token(), 10))
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	becomeSubreaper()
 	cmd.WaitDelay = time.Second // copying to non-file streams stops this long after exit
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -52,9 +54,17 @@ func (c *child) signalGroup(sig syscall.Signal) {
 	_ = syscall.Kill(-c.cmd.Process.Pid, sig)
 }
 
-// groupGone reports whether no process of the child's group is left
-// (zombies not yet reaped by their parent count as left).
+// groupGone reports whether no process of the child's group is left,
+// after reaping those of its ended processes that were orphaned to alock
+// (see becomeSubreaper); zombies left to others count as left. Call it
+// only once the child itself has been waited for.
 func (c *child) groupGone() bool {
+	for {
+		pid, err := syscall.Wait4(-c.cmd.Process.Pid, nil, syscall.WNOHANG, nil)
+		if pid <= 0 || err != nil {
+			break
+		}
+	}
 	return errors.Is(syscall.Kill(-c.cmd.Process.Pid, 0), syscall.ESRCH)
 }
 
@@ -88,7 +98,7 @@ func supervise(std stdio, o *runOptions, s *alock.Session, lock *alock.Lock, sig
 		case sig := <-sigs:
 			c.signalGroup(sig.(syscall.Signal))
 		case <-lock.Lost():
-			fmt.Fprintf(std.err, "alock: lost the lock of %s: %v; sending SIGTERM to COMMAND's process group, SIGKILL after %v\n",
+			fmt.Fprintf(std.err, "alock: lost the lock of %s (%s); sending SIGTERM to COMMAND's process group, SIGKILL after %v\n",
 				lockDescription(o), sessionErr(s), o.grace.d)
 			c.stop(o.grace.d, sigs)
 			return exitCode(exitLost)
@@ -103,8 +113,8 @@ func supervise(std stdio, o *runOptions, s *alock.Session, lock *alock.Lock, sig
 func (c *child) ended(std stdio, o *runOptions, s *alock.Session, lock *alock.Lock) error {
 	select {
 	case <-lock.Lost():
-		fmt.Fprintf(std.err, "alock: lost the lock of %s while COMMAND ran (it exited with status %d): %v\n",
-			lockDescription(o), c.status(), sessionErr(s))
+		fmt.Fprintf(std.err, "alock: lost the lock of %s while COMMAND ran (%s); COMMAND exited with status %d\n",
+			lockDescription(o), sessionErr(s), c.status())
 		return exitCode(exitLost)
 	default:
 	}
@@ -113,7 +123,8 @@ func (c *child) ended(std stdio, o *runOptions, s *alock.Session, lock *alock.Lo
 
 // stop sends SIGTERM to the child's process group and, unless every process
 // of it has ended within grace, SIGKILL; signals from sigs are still
-// forwarded meanwhile. It returns once the child has ended.
+// forwarded meanwhile. It returns once the child has ended and its group is
+// gone (or killTimeout after SIGKILL).
 func (c *child) stop(grace time.Duration, sigs <-chan os.Signal) {
 	c.signalGroup(syscall.SIGTERM)
 	deadline := time.NewTimer(grace)
@@ -128,6 +139,7 @@ func (c *child) stop(grace time.Duration, sigs <-chan os.Signal) {
 		case <-deadline.C:
 			c.signalGroup(syscall.SIGKILL)
 			<-c.done
+			c.awaitGroup(killTimeout)
 			return
 		case <-poll.C:
 		}
@@ -141,15 +153,27 @@ func (c *child) stop(grace time.Duration, sigs <-chan os.Signal) {
 	}
 }
 
+// killTimeout bounds how long alock waits, after SIGKILL, for the processes
+// of COMMAND's group to end (orphaned zombies that nobody reaps still count).
+const killTimeout = 2 * time.Second
+
+// awaitGroup waits until no process of the child's group is left, or
+// timeout has passed.
+func (c *child) awaitGroup(timeout time.Duration) {
+	for end := time.Now().Add(timeout); !c.groupGone() && time.Now().Before(end); {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // lockDescription names the ids of o for messages.
 func lockDescription(o *runOptions) string {
 	return joinIDArgs(o.idArgs)
 }
 
-// sessionErr says why s ended.
-func sessionErr(s *alock.Session) error {
+// sessionErr says why s ended, without the library's "alock: " prefixes.
+func sessionErr(s *alock.Session) string {
 	if err := s.Err(); err != nil {
-		return err
+		return strings.ReplaceAll(err.Error(), "alock: ", "")
 	}
-	return errors.New("the session ended")
+	return "the session ended"
 }

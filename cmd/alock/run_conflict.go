@@ -33,15 +33,22 @@ func conflictLine(ctx context.Context, cfg *pgx.ConnConfig, o *runOptions, lock 
 	}
 	snap.addNames(nil)
 	var holders []string
+	var waiters []int32
 	for _, r := range snap.rows {
-		if r.granted && (lock.Mode() == alock.Exclusive || r.mode == "exclusive") {
+		switch {
+		case !r.granted && r.pid != nil:
+			waiters = append(waiters, *r.pid)
+		case r.granted && (lock.Mode() == alock.Exclusive || r.mode == "exclusive"):
 			holders = append(holders, snap.holder(r))
 		}
 	}
-	if len(holders) == 0 {
-		return prefix + " (no holder is left now: try again)"
+	switch {
+	case len(holders) > 0:
+		return prefix + ": " + strings.Join(holders, "; ")
+	case len(waiters) > 0:
+		return fmt.Sprintf("%s: no session holds it now, but pid %s wait(s) for it first", prefix, joinPIDs(waiters, ", "))
 	}
-	return prefix + ": " + strings.Join(holders, "; ")
+	return prefix + " (no session holds it now: try again)"
 }
 
 // holder describes the session that holds r: pid, application_name, user

@@ -150,7 +150,7 @@ func testRunLost(t *testing.T, bin string) {
 	start := time.Now()
 	code := run.wait(t)
 	elapsed := time.Since(start)
-	if code != exitLost || !strings.Contains(run.stderr.String(), "alock: lost the lock of name:lost: ") {
+	if code != exitLost || !strings.Contains(run.stderr.String(), "alock: lost the lock of name:lost (session lost: ") {
 		t.Errorf("exit %d, stderr %q; want %d and a line saying why", code, run.stderr, exitLost)
 	}
 	if elapsed > 3*time.Second {
@@ -162,7 +162,7 @@ func testRunLost(t *testing.T, bin string) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
-	t.Logf("alock ended %v after the holder's backend was terminated (grace 300ms)", elapsed)
+	t.Logf("alock ended %v after the holder's backend was terminated (grace 300ms); stderr:\n%s", elapsed, run.stderr)
 }
 
 // alive reports whether process pid exists and is not a zombie.
