@@ -33,6 +33,7 @@ var cliTests = []struct {
 	{"RunLost", testRunLost},
 	{"RunSignals", testRunSignals},
 	{"BadInput", testBadInput},
+	{"Connection", testConnection},
 	{"Help", testHelp},
 	{"Ls", testLs},
 	{"LsNotSuperuser", testLsNotSuperuser},
@@ -64,7 +65,8 @@ func buildAlock(t testing.TB) string {
 // and no PG* variables.
 type cli struct {
 	bin, dsn string
-	dir      string // working directory; "" for the test's
+	dir      string   // working directory; "" for the test's
+	extraEnv []string // added to the environment
 }
 
 // result is what one run of the binary did.
@@ -85,7 +87,7 @@ func (c cli) env() []string {
 	if c.dsn != "" {
 		env = append(env, "DATABASE_URL="+c.dsn)
 	}
-	return env
+	return append(env, c.extraEnv...)
 }
 
 // command returns an unstarted run of the binary with args.

@@ -1,8 +1,12 @@
 package main
 
 import (
+	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/pgalock/alock/internal/pgtest"
 )
@@ -87,4 +91,28 @@ func testHelp(t *testing.T, bin string) {
 			t.Errorf("alock help run does not mention %s", want)
 		}
 	}
+}
+
+func testConnection(t *testing.T, bin string) {
+	dsn := pgtest.NewDatabase(t)
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgEnv := []string{"PGHOST=" + cfg.Host, "PGPORT=" + strconv.Itoa(int(cfg.Port)),
+		"PGDATABASE=" + cfg.Database, "PGUSER=" + cfg.User}
+	unreachable := "postgres://bob@127.0.0.1:1/db?connect_timeout=2"
+	wantDB := func(what string, c cli, args ...string) {
+		t.Helper()
+		r := c.run(t, append([]string{"ls", "--json"}, args...)...)
+		var snap jsonSnapshot
+		if err := json.Unmarshal([]byte(r.stdout), &snap); err != nil || snap.Database != cfg.Database {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q; want database %s", what, r.code, r.stdout, r.stderr, cfg.Database)
+		}
+	}
+	wantDB("PG* variables", cli{bin: bin, extraEnv: pgEnv})
+	wantDB("DATABASE_URL before PG*", cli{bin: bin, dsn: dsn, extraEnv: []string{"PGHOST=127.0.0.1", "PGPORT=1"}})
+	wantDB("--dsn before DATABASE_URL", cli{bin: bin, dsn: unreachable}, "--dsn", dsn)
+	r := cli{bin: bin, extraEnv: pgEnv}.run(t, "run", "1", "--", "true")
+	r.expect(t, "run with PG* variables", 0)
 }
