@@ -43,9 +43,13 @@ Flags:
       --fencing            draw a fencing token (ALOCK_FENCING_TOKEN) on acquisition
       --dsn DSN            connection string (default $DATABASE_URL, then PG*)
 
-COMMAND runs in a process group of its own, so it cannot read from the
-terminal; SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to alock are forwarded to
-the whole group. A signal while alock waits for the lock stops the wait.
+COMMAND runs in a process group of its own, so that a loss can stop all of
+it, grandchildren included. That group is not the terminal's foreground
+group: COMMAND gets no keyboard signals but those alock forwards, and reading
+from the terminal stops it (SIGTTIN); give it input through a pipe or a file.
+SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to alock (Ctrl-C included) are
+forwarded to the whole group. A signal while alock waits for the lock stops
+the wait.
 COMMAND's environment adds:
   ALOCK_HELD=1
   ALOCK_IDS             the ids as given, separated by spaces (an ID that has
