@@ -25,13 +25,17 @@ const closeTimeout = 5 * time.Second
 // demoCommand runs `alock demo [-dsn DSN]`: it starts a throwaway PostgreSQL
 // unless given a DSN, runs the walk-through and always stops the server it
 // started, also when ctx ends.
-func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
-	fs := newFlagSet("demo", "demo [-dsn DSN]", stderr)
-	dsn := fs.String("dsn", "",
-		"PostgreSQL connection string to use instead of a throwaway server (default $"+demoDSNEnv+")")
-	if err := parseFlags(fs, args); err != nil {
+func demoCommand(ctx context.Context, std stdio, args []string) (err error) {
+	fs := newFlagSet("demo")
+	dsn := dsnFlag(fs)
+	rest, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
+	if len(rest) > 0 {
+		return usagef("unexpected argument %q", rest[0])
+	}
+	stdout := std.out
 	if *dsn == "" {
 		*dsn = os.Getenv(demoDSNEnv) // not the flag default, which -h would print
 	}

@@ -19,7 +19,7 @@ func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var out, errOut bytes.Buffer
-	code = run(ctx, args, &out, &errOut)
+	code = run(ctx, args, strings.NewReader(""), &out, &errOut)
 	return code, out.String(), errOut.String()
 }
 
@@ -112,8 +112,8 @@ func TestCommandLine(t *testing.T) {
 		{args: []string{"bogus"}, code: 2, stderr: `alock: unknown subcommand "bogus"`},
 		{args: nil, code: 2, stderr: "Usage:"},
 		{args: []string{"demo", "-nope"}, code: 2, stderr: "flag provided but not defined: -nope"},
-		{args: []string{"demo", "extra"}, code: 2, stderr: `alock: unexpected argument "extra"`},
-		{args: []string{"demo", "-h"}, code: 0, stderr: "Usage: alock demo"},
+		{args: []string{"demo", "extra"}, code: 2, stderr: `alock demo: unexpected argument "extra"`},
+		{args: []string{"demo", "-h"}, code: 0, stdout: "Usage: alock demo", quietError: true},
 		{args: []string{"help"}, code: 0, stdout: "alock demo [-dsn DSN]", quietError: true},
 	}
 	for _, tt := range tests {

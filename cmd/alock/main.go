@@ -1,15 +1,16 @@
-// Command alock demonstrates PostgreSQL advisory locks taken with package
-// github.com/pgalock/alock.
+// Command alock takes PostgreSQL advisory locks from the shell, the way
+// package github.com/pgalock/alock takes them from Go.
 //
 // Usage:
 //
-//	alock demo [-dsn DSN]   walk through the library against a live server
-//	alock help              print this help
+//	alock run [flags] ID... -- COMMAND [ARGS...]   run COMMAND while holding the ids
+//	alock ls [flags] [ID...]                       show held and awaited advisory locks
+//	alock key NAME...                              show the key and lock tag of names
+//	alock demo [-dsn DSN]                          walk through the library
+//	alock help [SUBCOMMAND]                        print usage
 //
-// Without -dsn (or ALOCK_DEMO_DSN), demo starts a throwaway PostgreSQL from
-// the machine's server binaries and removes it on exit, including on
-// Ctrl-C. Exit status: 0 on success, 1 on a runtime error, 2 on a usage
-// error.
+// Run 'alock help SUBCOMMAND' for the flags, examples and exit statuses of
+// each.
 package main
 
 import (
@@ -24,68 +25,112 @@ import (
 	"syscall"
 )
 
-// Exit statuses of run.
+// Exit statuses of alock's own making; `alock run` otherwise exits with its
+// COMMAND's status.
 const (
-	exitOK    = 0
-	exitError = 1
-	exitUsage = 2
+	exitOK       = 0
+	exitError    = 1
+	exitUsage    = 2
+	exitConflict = 75 // EX_TEMPFAIL: the lock is held elsewhere (run's default -E)
+	exitLost     = 76 // the lock was lost while COMMAND ran
 )
 
-const usage = `alock: PostgreSQL advisory locks for Go (github.com/pgalock/alock)
-
-Usage:
-  alock demo [-dsn DSN]   walk through exclusive, share, all-or-nothing and
-                          cancelled acquisitions, showing pg_locks after each
-                          step; without -dsn (or env ALOCK_DEMO_DSN) it starts
-                          a throwaway local PostgreSQL and removes it afterwards
-  alock help              print this help
-
-Run 'alock demo -h' for the demo's flags.
-`
-
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
-// run executes the command line args (without the program name), writing
-// normal output to stdout and diagnostics to stderr, and returns the exit
-// status. When ctx ends, the running subcommand stops and cleans up.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+// stdio is where a subcommand reads and writes.
+type stdio struct {
+	in       io.Reader
+	out, err io.Writer
+}
+
+// command is one subcommand. It returns nil on success, a usageError for a
+// command-line mistake, an exitCode when it has already said what there was
+// to say, or another error, which run prints.
+type command func(ctx context.Context, std stdio, args []string) error
+
+// commands are the subcommands by name. The map is filled in init, as
+// help refers back to it.
+var commands map[string]command
+
+func init() {
+	commands = map[string]command{
+		"run":  runCommand,
+		"ls":   lsCommand,
+		"key":  keyCommand,
+		"demo": demoCommand,
+		"help": helpCommand,
+	}
+}
+
+// run executes the command line args (without the program name), reading
+// stdin and writing normal output to stdout and diagnostics to stderr, and
+// returns the exit status. When ctx ends, or (except for `alock run`, which
+// forwards signals to its COMMAND) on SIGINT, SIGTERM, SIGHUP or SIGQUIT, the
+// running subcommand stops and cleans up.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
+	defer func() {
+		if r := recover(); r != nil { // a bug; say so in one line, not a stack trace
+			fmt.Fprintf(stderr, "alock: internal error: %v\n", r)
+			code = exitError
+		}
+	}()
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, mainUsage)
 		return exitUsage
 	}
-	var err error
-	switch name, rest := args[0], args[1:]; name {
-	case "demo":
-		err = demoCommand(ctx, rest, stdout, stderr)
-	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, usage)
-		return exitOK
-	default:
-		fmt.Fprintf(stderr, "alock: unknown subcommand %q\n\n%s", name, usage)
+	name, rest := args[0], args[1:]
+	switch name {
+	case "-h", "-help", "--help":
+		name = "help"
+	}
+	cmd, ok := commands[name]
+	if !ok {
+		fmt.Fprintf(stderr, "alock: unknown subcommand %q\nRun 'alock help' for usage.\n", name)
 		return exitUsage
 	}
-	return exitStatus(ctx, err, stderr)
+	if name != "run" {
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+		defer stop()
+	}
+	return exitStatus(ctx, name, cmd(ctx, stdio{stdin, stdout, stderr}, rest), stdout, stderr)
 }
 
-// usageError is a command-line mistake; flag has already described it.
+// usageError is a command-line mistake.
 type usageError struct{ err error }
 
 func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
 
-// exitStatus reports err on stderr, prefixed "alock: " if it is not
-// already, and maps it to an exit status.
-func exitStatus(ctx context.Context, err error, stderr io.Writer) int {
+// usagef returns a usageError with a formatted message.
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// exitCode is an exit status whose reason has already been reported.
+type exitCode int
+
+func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+// exitStatus reports err of subcommand sub on stderr, prefixed "alock: " if
+// it is not already, and maps it to an exit status. flag.ErrHelp prints the
+// subcommand's usage on stdout.
+func exitStatus(ctx context.Context, sub string, err error, stdout, stderr io.Writer) int {
 	var ue usageError
+	var ec exitCode
 	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
+	case err == nil:
 		return exitOK
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprint(stdout, usageOf(sub))
+		return exitOK
+	case errors.As(err, &ec):
+		return int(ec)
+	case errors.Is(err, errNoDatabase):
+		fmt.Fprintln(stderr, err)
+		return exitUsage
 	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "alock %s: %v\nRun 'alock help %s' for usage.\n", sub, ue.err, sub)
 		return exitUsage
 	case ctx.Err() != nil:
 		first, _, _ := strings.Cut(err.Error(), "\n")
@@ -98,33 +143,4 @@ func exitStatus(ctx context.Context, err error, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stderr, msg)
 	return exitError
-}
-
-// newFlagSet returns a flag set for subcommand name that reports errors on
-// stderr and returns them rather than exiting.
-func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("alock "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: alock %s\n\nFlags:\n", synopsis)
-		fs.PrintDefaults()
-	}
-	return fs
-}
-
-// parseFlags parses args into fs, wrapping a mistake as a usageError.
-// Positional arguments are refused.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(fs.Output(), "alock: unexpected argument %q\n", fs.Arg(0))
-		fs.Usage()
-		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
-	}
-	return nil
 }

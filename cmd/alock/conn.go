@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// errNoDatabase says that no database is configured; it exits with
+// exitUsage.
+var errNoDatabase = errors.New("alock: no database configured: pass --dsn, or set DATABASE_URL " +
+	"or the PG* variables (PGHOST, PGDATABASE, PGUSER...); `alock demo` needs none")
+
+// pgEnv are the libpq variables that say which database to use; any of
+// them set counts as a configuration.
+var pgEnv = []string{"PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE"}
+
+// defaultConnectTimeout bounds connecting when the configuration sets no
+// connect_timeout.
+const defaultConnectTimeout = 15 * time.Second
+
+// connConfig returns the connection configuration from dsn, else from
+// DATABASE_URL, else from the PG* variables, as libpq reads them, or
+// errNoDatabase if none is set. Its errors never show a password.
+func connConfig(dsn string) (*pgx.ConnConfig, error) {
+	if dsn == "" {
+		dsn = os.Getenv("DATABASE_URL")
+	}
+	if dsn == "" && !anyEnv(pgEnv) {
+		return nil, errNoDatabase
+	}
+	cfg, err := pgx.ParseConfig(dsn) // pgx redacts passwords in its errors
+	if err != nil {
+		return nil, fmt.Errorf("alock: bad connection string: %w", err)
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = defaultConnectTimeout
+	}
+	return cfg, nil
+}
+
+// anyEnv reports whether any of the environment variables names is set and
+// not empty.
+func anyEnv(names []string) bool {
+	for _, n := range names {
+		if os.Getenv(n) != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// connect opens a plain connection with cfg, naming the server (never the
+// password) if it fails.
+func connect(ctx context.Context, cfg *pgx.ConnConfig) (*pgx.Conn, error) {
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, relabel("alock: connect: ", err)
+	}
+	return conn, nil
+}
+
+// labelledError is an error with a message of alock's own.
+type labelledError struct {
+	msg string
+	err error
+}
+
+func (e *labelledError) Error() string { return e.msg }
+func (e *labelledError) Unwrap() error { return e.err }
+
+// relabel returns err, which it wraps, with its message behind prefix
+// instead of the library's "alock: " or "alock: open: ".
+func relabel(prefix string, err error) error {
+	msg := strings.TrimPrefix(err.Error(), "alock: ")
+	return &labelledError{prefix + strings.TrimPrefix(msg, "open: "), err}
+}
+
+// closeConn closes conn within closeTimeout, whatever became of the
+// caller's context.
+func closeConn(conn *pgx.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	_ = conn.Close(ctx)
+}
