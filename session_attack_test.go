@@ -1,0 +1,323 @@
+package alock_test
+
+// Adversarial tests of the Session's shared connection (the Gate, the wait
+// slot, preemption, polling, Close and loss). Each checks the library's
+// answers against the server's view (pg_locks for the session's backend).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/pgalock/alock"
+	"github.com/pgalock/alock/internal/locktest"
+	"github.com/pgalock/alock/internal/pgtest"
+)
+
+// attackSession opens a Session whose clean-up Close is bounded and skipped
+// if the test closed it already (a second Close is itself under test).
+func attackSession(t *testing.T, dsn string, opts *alock.SessionOptions) *alock.Session {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := alock.Open(ctx, dsn, opts)
+	if err != nil {
+		pgtest.Fatalf(t, "Open: %v", err)
+	}
+	t.Cleanup(func() {
+		if s.Err() != nil {
+			return
+		}
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Close(cctx)
+	})
+	return s
+}
+
+// holdKeys makes another connection hold keys (exclusive) until the test ends
+// or it is told to unlock them.
+func holdKeys(t *testing.T, dsn string, keys ...int64) *pgx.Conn {
+	t.Helper()
+	c := pgtest.Connect(t, dsn)
+	for _, k := range keys {
+		if _, err := c.Exec(context.Background(), "SELECT pg_advisory_lock($1)", k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
+}
+
+// within runs fn and fails the test if it has not returned within d.
+func within(t *testing.T, d time.Duration, what string, fn func()) bool {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn()
+	}()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		t.Errorf("%s has not returned within %v", what, d)
+		return false
+	}
+}
+
+// waitWaiting waits until pid waits on the server for an advisory lock.
+func waitWaiting(t *testing.T, dsn string, pid uint32) {
+	t.Helper()
+	pgtest.WaitFor(t, fmt.Sprintf("pid %d waiting on the server", pid), func() bool {
+		for _, h := range locktest.Holds(t, dsn, pid) {
+			if len(h) > 9 && h[len(h)-9:] == "(waiting)" {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// TestAttackCloseTwice: Close is documented as safe to call twice. The
+// second Close must return (at once, or at the latest when its ctx ends).
+func TestAttackCloseTwice(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	s := attackSession(t, dsn, nil)
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatalf("first Close: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	within(t, 3*time.Second, "a second Close (ctx 1 s)", func() { _ = s.Close(ctx) })
+}
+
+// TestAttackConcurrentClose: two goroutines Close the Session at once.
+func TestAttackConcurrentClose(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	s := attackSession(t, dsn, nil)
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			_ = s.Close(ctx)
+		})
+	}
+	within(t, 3*time.Second, "two concurrent Closes (ctx 1 s)", wg.Wait)
+}
+
+// errCause is the cause given to contexts in the cause tests.
+var errCause = errors.New("attack: my cause")
+
+// TestAttackCancelCauseWhileWaiting: an Acquire waiting on the server (the
+// wait slot) cancelled with a cause returns an error that matches both
+// ctx.Err() and the cause.
+func TestAttackCancelCauseWhileWaiting(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	holdKeys(t, dsn, 1)
+	s := attackSession(t, dsn, nil)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	waited := make(chan error, 1)
+	go func() { waited <- s.NewExclusive(alock.Key(1)).Acquire(ctx) }()
+	waitWaiting(t, dsn, s.PID())
+	cancel(errCause)
+	err := <-waited
+	if !errors.Is(err, context.Canceled) || !errors.Is(err, errCause) {
+		t.Errorf("Acquire cancelled with a cause while waiting on the server: %v; errors.Is(err, ctx.Err()) = %v, errors.Is(err, cause) = %v",
+			err, errors.Is(err, context.Canceled), errors.Is(err, errCause))
+	}
+	if got := locktest.Holds(t, dsn, s.PID()); len(got) != 0 {
+		t.Errorf("pg_locks after the cancelled wait: %v, want nothing", got)
+	}
+}
+
+// TestAttackTimeoutCauseWhileWaiting: the same with WithTimeoutCause.
+func TestAttackTimeoutCauseWhileWaiting(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	holdKeys(t, dsn, 1)
+	s := attackSession(t, dsn, nil)
+	ctx, cancel := context.WithTimeoutCause(context.Background(), 300*time.Millisecond, errCause)
+	defer cancel()
+	err := s.NewExclusive(alock.Key(1)).Acquire(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, errCause) {
+		t.Errorf("Acquire timed out with a cause while waiting on the server: %v; errors.Is(err, ctx.Err()) = %v, errors.Is(err, cause) = %v",
+			err, errors.Is(err, context.DeadlineExceeded), errors.Is(err, errCause))
+	}
+	if got := locktest.Holds(t, dsn, s.PID()); len(got) != 0 {
+		t.Errorf("pg_locks after the timed-out wait: %v, want nothing", got)
+	}
+}
+
+// TestAttackTimeoutCausePlainConn: the same on a plain *pgx.Conn.
+func TestAttackTimeoutCausePlainConn(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	holdKeys(t, dsn, 1)
+	conn := pgtest.Connect(t, dsn)
+	ctx, cancel := context.WithTimeoutCause(context.Background(), 300*time.Millisecond, errCause)
+	defer cancel()
+	err := alock.NewExclusive(conn, alock.Key(1)).Acquire(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, errCause) {
+		t.Errorf("Acquire on a plain conn timed out with a cause: %v; errors.Is(err, ctx.Err()) = %v, errors.Is(err, cause) = %v",
+			err, errors.Is(err, context.DeadlineExceeded), errors.Is(err, errCause))
+	}
+}
+
+// TestAttackCancelCauseWhilePolling: a second Lock that polls (another one
+// has the wait slot) cancelled with a cause.
+func TestAttackCancelCauseWhilePolling(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	holdKeys(t, dsn, 1, 2)
+	s := attackSession(t, dsn, nil)
+	slotCtx, stopSlot := context.WithCancel(context.Background())
+	defer stopSlot()
+	slot := make(chan error, 1)
+	go func() { slot <- s.NewExclusive(alock.Key(1)).Acquire(slotCtx) }()
+	waitWaiting(t, dsn, s.PID())
+	for i := range 10 {
+		ctx, cancel := context.WithCancelCause(context.Background())
+		polled := make(chan error, 1)
+		go func() { polled <- s.NewExclusive(alock.Key(2)).Acquire(ctx) }()
+		time.Sleep(time.Duration(20+rand.IntN(200)) * time.Millisecond)
+		cancel(errCause)
+		err := <-polled
+		if !errors.Is(err, context.Canceled) || !errors.Is(err, errCause) {
+			t.Errorf("try %d: polling Acquire cancelled with a cause: %v", i, err)
+		}
+	}
+	stopSlot()
+	if err := <-slot; !errors.Is(err, context.Canceled) {
+		t.Errorf("slot Acquire: %v, want context.Canceled", err)
+	}
+	if got := locktest.Holds(t, dsn, s.PID()); len(got) != 0 {
+		t.Errorf("pg_locks after the cancelled waits: %v, want nothing", got)
+	}
+}
+
+// TestAttackCloseBreaksWaitWithErrClosed: a waiting Acquire that Close
+// breaks off (expired ctx: the statement is broken off with a deadline)
+// fails with an error wrapping ErrClosed, not an unexplained one.
+func TestAttackCloseBreaksWaitWithErrClosed(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	holdKeys(t, dsn, 1)
+	for i := range 5 {
+		s, err := alock.Open(context.Background(), dsn, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waited := make(chan error, 1)
+		go func() { waited <- s.NewExclusive(alock.Key(1)).Acquire(context.Background()) }()
+		waitWaiting(t, dsn, s.PID())
+		expired, cancel := context.WithTimeout(context.Background(), 0)
+		within(t, 3*time.Second, "Close(expired)", func() { _ = s.Close(expired) })
+		cancel()
+		select {
+		case err := <-waited:
+			if !errors.Is(err, alock.ErrClosed) {
+				t.Errorf("try %d: Acquire broken off by Close(expired ctx): %v, want ErrClosed", i, err)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatalf("try %d: Acquire not ended 3 s after Close", i)
+		}
+		if !errors.Is(s.Err(), alock.ErrClosed) || errors.Is(s.Err(), alock.ErrLost) {
+			t.Errorf("try %d: Err %v, want ErrClosed only", i, s.Err())
+		}
+	}
+}
+
+// TestAttackCloseBreaksWaitLiveCtx: the same with a live ctx for Close.
+func TestAttackCloseBreaksWaitLiveCtx(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	holdKeys(t, dsn, 1, 2)
+	for i := range 5 {
+		s, err := alock.Open(context.Background(), dsn, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waited := make(chan error, 2)
+		go func() { waited <- s.NewExclusive(alock.Key(1)).Acquire(context.Background()) }()
+		waitWaiting(t, dsn, s.PID())
+		go func() { waited <- s.NewExclusive(alock.Key(2)).Acquire(context.Background()) }() // polls
+		time.Sleep(time.Duration(rand.IntN(100)) * time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		within(t, 4*time.Second, "Close", func() { _ = s.Close(ctx) })
+		cancel()
+		for range 2 {
+			select {
+			case err := <-waited:
+				if !errors.Is(err, alock.ErrClosed) {
+					t.Errorf("try %d: Acquire broken off by Close: %v, want ErrClosed", i, err)
+				}
+			case <-time.After(3 * time.Second):
+				t.Fatalf("try %d: Acquire not ended 3 s after Close", i)
+			}
+		}
+	}
+}
+
+// TestAttackOpsAfterClose: every operation after Close fails with ErrClosed
+// (a Release of a held Lock: ErrClosed or ErrLost), at once, and Locked is
+// false.
+func TestAttackOpsAfterClose(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	s := attackSession(t, dsn, nil)
+	ctx := context.Background()
+	held := s.NewExclusive(alock.Key(1))
+	mustAcquire(t, held)
+	mustAcquire(t, held) // count 2
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fresh := s.NewExclusive(alock.Key(2))
+	within(t, 2*time.Second, "operations after Close", func() {
+		if err := fresh.Acquire(ctx); !errors.Is(err, alock.ErrClosed) {
+			t.Errorf("Acquire after Close: %v", err)
+		}
+		if ok, err := fresh.TryAcquire(ctx); ok || !errors.Is(err, alock.ErrClosed) {
+			t.Errorf("TryAcquire after Close: %v %v", ok, err)
+		}
+		if err := fresh.Do(ctx, func(context.Context) error { return nil }); !errors.Is(err, alock.ErrClosed) {
+			t.Errorf("Do after Close: %v", err)
+		}
+		if err := fresh.Release(ctx); !errors.Is(err, alock.ErrNotHeld) {
+			t.Errorf("Release of an unheld Lock after Close: %v", err)
+		}
+		if held.Locked() {
+			t.Error("Locked after Close")
+		}
+		if err := held.Acquire(ctx); !errors.Is(err, alock.ErrClosed) {
+			t.Errorf("re-entrant Acquire after Close: %v", err)
+		}
+		for i := range 2 {
+			if err := held.Release(ctx); !errors.Is(err, alock.ErrClosed) && !errors.Is(err, alock.ErrLost) {
+				t.Errorf("Release %d of a held Lock after Close: %v", i, err)
+			}
+		}
+		if err := held.Release(ctx); !errors.Is(err, alock.ErrNotHeld) {
+			t.Errorf("third Release after Close (count was 2): %v, want ErrNotHeld", err)
+		}
+	})
+	select {
+	case <-held.Lost():
+	default:
+		t.Error("Lost not closed after Close")
+	}
+}
+
+var _ = slices.Sort[[]string]
+var _ atomic.Int32
