@@ -9,7 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"slices"
+	"slices" // sorted comparisons
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -319,5 +319,47 @@ func TestAttackOpsAfterClose(t *testing.T) {
 	}
 }
 
+// TestAttackReentrantReleaseRace: goroutines Acquire and Release one Lock
+// in a loop (balanced), so the last Release of one races the re-entrant
+// Acquire of another. Every call must succeed, and at the end the Lock and
+// the server hold nothing.
+func TestAttackReentrantReleaseRace(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	s := attackSession(t, dsn, nil)
+	l := s.NewExclusive(alock.Key(1))
+	ctx := context.Background()
+	deadline := time.Now().Add(3 * time.Second)
+	var wg sync.WaitGroup
+	var fails atomic.Int32
+	var rounds atomic.Int64
+	for range 6 {
+		wg.Go(func() {
+			for time.Now().Before(deadline) && fails.Load() < 5 {
+				if err := l.Acquire(ctx); err != nil {
+					fails.Add(1)
+					t.Errorf("Acquire: %v", err)
+					continue
+				}
+				if err := l.Release(ctx); err != nil {
+					fails.Add(1)
+					t.Errorf("Release: %v", err)
+				}
+				rounds.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("%d rounds", rounds.Load())
+	if l.Locked() {
+		t.Error("Locked after balanced Acquire/Release")
+	}
+	if got := locktest.Holds(t, dsn, s.PID()); len(got) != 0 {
+		t.Errorf("pg_locks at quiescence: %v, want nothing", got)
+	}
+	if err := s.Err(); err != nil {
+		t.Errorf("session ended: %v", err)
+	}
+}
+
 var _ = slices.Sort[[]string]
-var _ atomic.Int32
