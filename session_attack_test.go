@@ -363,3 +363,159 @@ func TestAttackReentrantReleaseRace(t *testing.T) {
 }
 
 var _ = slices.Sort[[]string]
+
+// attackLock is one Lock of the stress test with what it stands for.
+type attackLock struct {
+	l    *alock.Lock
+	ids  []alock.ID
+	mode alock.Mode
+}
+
+// TestAttackMixedTraffic: goroutines Acquire (with deadlines), TryAcquire,
+// Do and Release many Locks of one Session (same and different ids, share
+// and exclusive, re-entrant), while other sessions take and free
+// conflicting locks. Only deadline errors are explained. At quiescence,
+// pg_locks for the session shows exactly what its held Locks stand for.
+func TestAttackMixedTraffic(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	s := attackSession(t, dsn, nil)
+	ctx := context.Background()
+	var locks []attackLock
+	for _, ids := range [][]alock.ID{{alock.Key(1)}, {alock.Key(2)}, {alock.Key(3)}, {alock.Key(1), alock.Key(2)}, {alock.Key(3), alock.Key(4)}} {
+		for range 2 {
+			locks = append(locks, attackLock{s.NewExclusive(ids...), ids, alock.Exclusive}, attackLock{s.NewShare(ids...), ids, alock.Share})
+		}
+	}
+	deadline := time.Now().Add(4 * time.Second)
+	// Other sessions take and free conflicting locks.
+	var others sync.WaitGroup
+	for o := range 2 {
+		c := pgtest.Connect(t, dsn)
+		others.Go(func() {
+			for time.Now().Before(deadline) {
+				k := int64(1 + rand.IntN(4))
+				fn := "pg_try_advisory_lock"
+				if o == 1 {
+					fn = "pg_try_advisory_lock_shared"
+				}
+				var ok bool
+				if err := c.QueryRow(ctx, "SELECT "+fn+"($1)", k).Scan(&ok); err != nil {
+					t.Error(err)
+					return
+				}
+				time.Sleep(time.Duration(rand.IntN(80)) * time.Millisecond)
+				if ok {
+					if _, err := c.Exec(ctx, "SELECT pg_advisory_unlock_all()"); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+				time.Sleep(time.Duration(rand.IntN(40)) * time.Millisecond)
+			}
+		})
+	}
+	var workers sync.WaitGroup
+	var ops atomic.Int64
+	held := make([][]*alock.Lock, 6) // each worker's acquisitions still to release
+	for w := range 6 {
+		workers.Go(func() {
+			var mine []*alock.Lock
+			unexplained := func(what string, err error) {
+				if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+					t.Errorf("%s: %v", what, err)
+				}
+			}
+			for time.Now().Before(deadline) {
+				ops.Add(1)
+				a := locks[rand.IntN(len(locks))]
+				switch op := rand.IntN(10); {
+				case op < 3:
+					actx, cancel := context.WithTimeout(ctx, time.Duration(1+rand.IntN(300))*time.Millisecond)
+					err := a.l.Acquire(actx)
+					cancel()
+					unexplained("Acquire "+a.l.String(), err)
+					if err == nil {
+						mine = append(mine, a.l)
+					}
+				case op < 5:
+					ok, err := a.l.TryAcquire(ctx)
+					unexplained("TryAcquire "+a.l.String(), err)
+					if ok {
+						mine = append(mine, a.l)
+					}
+				case op < 6:
+					dctx, cancel := context.WithTimeout(ctx, time.Duration(1+rand.IntN(200))*time.Millisecond)
+					err := a.l.Do(dctx, func(context.Context) error {
+						if !a.l.Locked() {
+							return errors.New("not Locked inside Do")
+						}
+						return nil
+					})
+					cancel()
+					unexplained("Do "+a.l.String(), err)
+				default:
+					if len(mine) > 0 {
+						i := rand.IntN(len(mine))
+						r := mine[i]
+						mine = slices.Delete(mine, i, i+1)
+						var rctx context.Context = ctx
+						if rand.IntN(4) == 0 {
+							c, cancel := context.WithCancel(ctx)
+							cancel()
+							rctx = c
+						}
+						if err := r.Release(rctx); err != nil {
+							t.Errorf("Release %v: %v", r, err)
+						}
+					}
+				}
+			}
+			held[w] = mine
+		})
+	}
+	if !within(t, 20*time.Second, "the workers", workers.Wait) {
+		return
+	}
+	others.Wait()
+	t.Logf("%d operations", ops.Load())
+	if err := s.Err(); err != nil {
+		t.Fatalf("session ended: %v", err)
+	}
+	// The server must show exactly the union of the held Locks' ids.
+	want := map[string]bool{}
+	count := map[*alock.Lock]int{}
+	for _, mine := range held {
+		for _, l := range mine {
+			count[l]++
+		}
+	}
+	for _, a := range locks {
+		if a.l.Locked() != (count[a.l] > 0) {
+			t.Errorf("%v: Locked %v, but the workers hold it %d times", a.l, a.l.Locked(), count[a.l])
+		}
+		if count[a.l] > 0 {
+			for _, id := range a.ids {
+				want[hold(id, a.mode)] = true
+			}
+		}
+	}
+	var wantList []string
+	for h := range want {
+		wantList = append(wantList, h)
+	}
+	slices.Sort(wantList)
+	if got := locktest.Holds(t, dsn, s.PID()); !slices.Equal(got, wantList) {
+		t.Errorf("pg_locks at quiescence: %v, library holds %v", got, wantList)
+	}
+	for l, n := range count {
+		for range n {
+			if err := l.Release(ctx); err != nil {
+				t.Errorf("final Release %v: %v", l, err)
+			}
+		}
+	}
+	if got := locktest.Holds(t, dsn, s.PID()); len(got) != 0 {
+		t.Errorf("pg_locks after releasing everything: %v", got)
+	}
+}
