@@ -519,3 +519,190 @@ func TestAttackMixedTraffic(t *testing.T) {
 		t.Errorf("pg_locks after releasing everything: %v", got)
 	}
 }
+
+// TestAttackDeadlockTwoSessions: two Sessions, each with a Lock held and
+// another Lock waiting for the other's: one wait fails with ErrDeadlock,
+// the other gets its lock once the victim releases.
+func TestAttackDeadlockTwoSessions(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	s1, s2 := attackSession(t, dsn, nil), attackSession(t, dsn, nil)
+	h1, h2 := s1.NewExclusive(alock.Key(1)), s2.NewExclusive(alock.Key(2))
+	mustAcquire(t, h1)
+	mustAcquire(t, h2)
+	w1, w2 := s1.NewExclusive(alock.Key(2)), s2.NewExclusive(alock.Key(1))
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	r1, r2 := make(chan error, 1), make(chan error, 1)
+	go func() { r1 <- w1.Acquire(wctx) }()
+	go func() { r2 <- w2.Acquire(wctx) }()
+	var victim, winner *alock.Lock
+	var victimHold *alock.Lock
+	var winnerCh chan error
+	select {
+	case err := <-r1:
+		if !errors.Is(err, alock.ErrDeadlock) {
+			t.Fatalf("first result (session 1): %v, want ErrDeadlock", err)
+		}
+		victim, victimHold, winner, winnerCh = w1, h1, w2, r2
+	case err := <-r2:
+		if !errors.Is(err, alock.ErrDeadlock) {
+			t.Fatalf("first result (session 2): %v, want ErrDeadlock", err)
+		}
+		victim, victimHold, winner, winnerCh = w2, h2, w1, r1
+	}
+	if victim.Locked() || !victimHold.Locked() {
+		t.Fatalf("victim: wait Locked %v, hold Locked %v", victim.Locked(), victimHold.Locked())
+	}
+	mustRelease(t, victimHold)
+	if err := <-winnerCh; err != nil {
+		t.Fatalf("the other wait after the victim released: %v", err)
+	}
+	if !winner.Locked() {
+		t.Fatal("winner not Locked")
+	}
+}
+
+// TestAttackDeadlockWithPoller: as above, but the session-1 side of the
+// cycle is a Lock that polls (another Lock of session 1 has the wait slot,
+// waiting for a lock a third session keeps). Records whether the cycle is
+// ever broken (the server cannot see a cycle made of try-locks).
+func TestAttackDeadlockWithPoller(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	holdKeys(t, dsn, 9)
+	s1, s2 := attackSession(t, dsn, nil), attackSession(t, dsn, nil)
+	h1, h2 := s1.NewExclusive(alock.Key(1)), s2.NewExclusive(alock.Key(2))
+	mustAcquire(t, h1)
+	mustAcquire(t, h2)
+	sctx, stopSlot := context.WithCancel(ctx)
+	slot := make(chan error, 1)
+	go func() { slot <- s1.NewExclusive(alock.Key(9)).Acquire(sctx) }()
+	waitWaiting(t, dsn, s1.PID())
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	r1, r2 := make(chan error, 1), make(chan error, 1)
+	go func() { r1 <- s1.NewExclusive(alock.Key(2)).Acquire(wctx) }()
+	go func() { r2 <- s2.NewExclusive(alock.Key(1)).Acquire(wctx) }()
+	e1, e2 := <-r1, <-r2
+	stopSlot()
+	<-slot
+	if !errors.Is(e1, alock.ErrDeadlock) && !errors.Is(e2, alock.ErrDeadlock) {
+		t.Errorf("deadlock through a polling Lock never detected within 5 s: %v / %v", e1, e2)
+	}
+}
+
+// hasHold reports whether the server shows h granted to pid.
+func hasHold(t *testing.T, dsn string, pid uint32, h string) bool {
+	return slices.Contains(locktest.Holds(t, dsn, pid), h)
+}
+
+// TestAttackGrantCancelRaceWhilePreempted: a waiting Acquire with a
+// deadline, preempted again and again by a polling Lock of the same
+// Session, while the other session frees the lock right around the
+// deadline. Whatever Acquire answers, the server must agree.
+func TestAttackGrantCancelRaceWhilePreempted(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	holdKeys(t, dsn, 2) // the poller's key, never freed
+	s := attackSession(t, dsn, nil)
+	pctx, stopPoll := context.WithCancel(ctx)
+	polled := make(chan error, 1)
+	l := s.NewExclusive(alock.Key(1))
+	other := pgtest.Connect(t, dsn)
+	var wins, losses int
+	for i := range 30 {
+		if _, err := other.Exec(ctx, "SELECT pg_advisory_lock(1)"); err != nil {
+			t.Fatal(err)
+		}
+		d := time.Duration(100+rand.IntN(100)) * time.Millisecond
+		actx, cancel := context.WithTimeout(ctx, d)
+		waited := make(chan error, 1)
+		go func() { waited <- l.Acquire(actx) }()
+		if i == 0 {
+			waitWaiting(t, dsn, s.PID())
+			go func() { polled <- s.NewExclusive(alock.Key(2)).Acquire(pctx) }()
+		}
+		time.Sleep(d + time.Duration(rand.IntN(46)-40)*time.Millisecond)
+		if _, err := other.Exec(ctx, "SELECT pg_advisory_unlock(1)"); err != nil {
+			t.Fatal(err)
+		}
+		err := <-waited
+		cancel()
+		onServer := hasHold(t, dsn, s.PID(), hold(alock.Key(1), alock.Exclusive))
+		switch {
+		case err == nil:
+			wins++
+			if !onServer || !l.Locked() {
+				t.Errorf("try %d: Acquire succeeded, Locked %v, server holds %v", i, l.Locked(), onServer)
+			}
+			mustRelease(t, l)
+		default:
+			losses++
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("try %d: unexplained error %v", i, err)
+			}
+			if onServer || l.Locked() {
+				t.Errorf("try %d: Acquire failed (%v), Locked %v, server holds %v", i, err, l.Locked(), onServer)
+			}
+		}
+		if hasHold(t, dsn, s.PID(), hold(alock.Key(1), alock.Exclusive)) {
+			t.Fatalf("try %d: ghost Key(1) on the server", i)
+		}
+	}
+	stopPoll()
+	if err := <-polled; !errors.Is(err, context.Canceled) {
+		t.Errorf("poller: %v", err)
+	}
+	t.Logf("%d granted, %d timed out", wins, losses)
+}
+
+// TestAttackTerminateWhilePreempted: the backend is terminated while one
+// Lock waits (and is preempted over and over by a polling one) and another
+// is held. Every Acquire ends with ErrLost, Lost and Done close, Err has
+// the server's cause, and nothing hangs.
+func TestAttackTerminateWhilePreempted(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	holdKeys(t, dsn, 1, 2)
+	for i := range 6 {
+		s := attackSession(t, dsn, nil)
+		h := s.NewShare(alock.Key(3))
+		mustAcquire(t, h)
+		waited := make(chan error, 2)
+		go func() { waited <- s.NewExclusive(alock.Key(1)).Acquire(ctx) }()
+		waitWaiting(t, dsn, s.PID())
+		go func() { waited <- s.NewExclusive(alock.Key(2)).Acquire(ctx) }()
+		time.Sleep(time.Duration(rand.IntN(150)) * time.Millisecond)
+		terminate(t, dsn, s.PID())
+		for range 2 {
+			select {
+			case err := <-waited:
+				if !errors.Is(err, alock.ErrLost) {
+					t.Errorf("try %d: Acquire after the termination: %v, want ErrLost", i, err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("try %d: Acquire still running 5 s after the termination", i)
+			}
+		}
+		select {
+		case <-h.Lost():
+		case <-time.After(2 * time.Second):
+			t.Fatalf("try %d: Lost not closed", i)
+		}
+		<-s.Done()
+		if !errors.Is(s.Err(), alock.ErrLost) {
+			t.Errorf("try %d: Err %v", i, s.Err())
+		}
+		if h.Locked() {
+			t.Errorf("try %d: Locked after the loss", i)
+		}
+		if err := h.Release(ctx); !errors.Is(err, alock.ErrLost) {
+			t.Errorf("try %d: Release after the loss: %v", i, err)
+		}
+	}
+}
