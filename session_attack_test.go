@@ -706,3 +706,115 @@ func TestAttackTerminateWhilePreempted(t *testing.T) {
 		}
 	}
 }
+
+// blockFence makes another session lock the fencing sequence, so that the
+// Session's next nextval blocks (a statement that does not only wait, so
+// it cannot be preempted); unblock ends that transaction.
+func blockFence(t *testing.T, dsn, seq string) (unblock func()) {
+	t.Helper()
+	c := pgtest.Connect(t, dsn)
+	tx, err := c.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(context.Background(), "ALTER SEQUENCE "+seq+" INCREMENT BY 1"); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	unblock = func() { once.Do(func() { _ = tx.Rollback(context.Background()) }) }
+	t.Cleanup(unblock)
+	return unblock
+}
+
+// TestAttackCancelWhileQueuedAtGate: while the connection runs a statement
+// that cannot be preempted (a fenced Acquire drawing its token, blocked),
+// other goroutines queue at the gate; cancelling them (with causes) ends
+// them at once with errors matching ctx.Err() and the cause.
+func TestAttackCancelWhileQueuedAtGate(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	s := attackSession(t, dsn, &alock.SessionOptions{Fencing: true, FenceSequence: "atk_fence"})
+	unblock := blockFence(t, dsn, "atk_fence")
+	first := make(chan error, 1)
+	fenced := s.NewExclusive(alock.Key(1))
+	go func() { first <- fenced.Acquire(ctx) }()
+	time.Sleep(300 * time.Millisecond) // nextval is blocked
+	type result struct {
+		err  error
+		took time.Duration
+	}
+	results := make(chan result, 3)
+	for i := range 3 {
+		go func() {
+			qctx, cancel := context.WithTimeoutCause(ctx, time.Duration(100+50*i)*time.Millisecond, errCause)
+			defer cancel()
+			start := time.Now()
+			var err error
+			switch i {
+			case 0:
+				err = s.NewExclusive(alock.Key(2)).Acquire(qctx)
+			case 1:
+				_, err = s.NewShare(alock.Key(3)).TryAcquire(qctx)
+			case 2:
+				err = s.NewExclusive(alock.Key(4)).Do(qctx, func(context.Context) error { return nil })
+			}
+			results <- result{err, time.Since(start) - time.Duration(100+50*i)*time.Millisecond}
+		}()
+	}
+	for range 3 {
+		r := <-results
+		if !errors.Is(r.err, context.DeadlineExceeded) || !errors.Is(r.err, errCause) {
+			t.Errorf("queued operation: %v; want DeadlineExceeded and the cause", r.err)
+		}
+		if r.took > time.Second {
+			t.Errorf("queued operation returned %v after its deadline", r.took)
+		}
+	}
+	unblock()
+	if err := <-first; err != nil {
+		t.Fatalf("fenced Acquire: %v", err)
+	}
+	if fenced.Token() == 0 {
+		t.Error("no token")
+	}
+	if got := locktest.Holds(t, dsn, s.PID()); !slices.Equal(got, []string{hold(alock.Key(1), alock.Exclusive)}) {
+		t.Errorf("pg_locks: %v, want only Key(1)", got)
+	}
+}
+
+// TestAttackCancelWhileDrawingToken: an Acquire whose ctx ends while it
+// draws its fencing token (nextval blocked) returns the ctx's error soon,
+// holds nothing (library and server), and leaves the session alive.
+func TestAttackCancelWhileDrawingToken(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	s := attackSession(t, dsn, &alock.SessionOptions{Fencing: true, FenceSequence: "atk_fence"})
+	unblock := blockFence(t, dsn, "atk_fence")
+	l := s.NewExclusive(alock.Key(1))
+	actx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := l.Acquire(actx)
+	took := time.Since(start)
+	unblock()
+	t.Logf("Acquire: %v after %v; session Err %v", err, took, s.Err())
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Acquire: %v, want DeadlineExceeded", err)
+	}
+	if took > 1500*time.Millisecond {
+		t.Errorf("Acquire returned %v after a 300 ms deadline", took)
+	}
+	if s.Err() != nil {
+		t.Errorf("the session ended: %v", s.Err())
+	}
+	if l.Locked() {
+		t.Error("Locked after a failed Acquire")
+	}
+	if s.Err() == nil {
+		if got := locktest.Holds(t, dsn, s.PID()); len(got) != 0 {
+			t.Errorf("pg_locks: %v, want nothing", got)
+		}
+	}
+}
