@@ -818,3 +818,91 @@ func TestAttackCancelWhileDrawingToken(t *testing.T) {
 		}
 	}
 }
+
+// TestAttackCloseRacesTraffic: Close (with an expired, a short or a live
+// ctx) at a random moment while goroutines Acquire, TryAcquire, Do and
+// Release on the Session, some waiting or polling for locks held
+// elsewhere. Close returns, every operation returns, the only errors are
+// ErrClosed (or an explained ctx error), and Err says ErrClosed, not
+// ErrLost.
+func TestAttackCloseRacesTraffic(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	holdKeys(t, dsn, 5, 6)
+	for i := range 9 {
+		s, err := alock.Open(ctx, dsn, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var bad []string
+		report := func(what string, err error) {
+			if err == nil || errors.Is(err, alock.ErrClosed) || errors.Is(err, context.DeadlineExceeded) {
+				return
+			}
+			mu.Lock()
+			bad = append(bad, fmt.Sprintf("%s: %v", what, err))
+			mu.Unlock()
+		}
+		for g := range 5 {
+			wg.Go(func() {
+				l := s.NewExclusive(alock.Key(int64(1 + g)))
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					switch g {
+					case 0, 1: // short holds
+						if err := l.Acquire(ctx); err != nil {
+							report("Acquire", err)
+							if errors.Is(err, alock.ErrClosed) {
+								return
+							}
+							continue
+						}
+						report("Release", l.Release(ctx))
+					case 2:
+						report("Do", l.Do(ctx, func(context.Context) error { return nil }))
+					case 3, 4: // waits: the slot and a poller
+						l = s.NewExclusive(alock.Key(int64(2 + g)))
+						actx, cancel := context.WithTimeout(ctx, time.Duration(50+rand.IntN(300))*time.Millisecond)
+						err := l.Acquire(actx)
+						cancel()
+						report("waiting Acquire", err)
+						if errors.Is(err, alock.ErrClosed) {
+							return
+						}
+					}
+				}
+			})
+		}
+		time.Sleep(time.Duration(20+rand.IntN(300)) * time.Millisecond)
+		var cctx context.Context
+		var cancel context.CancelFunc
+		switch i % 3 {
+		case 0:
+			cctx, cancel = context.WithTimeout(ctx, 0)
+		case 1:
+			cctx, cancel = context.WithTimeout(ctx, time.Millisecond)
+		default:
+			cctx, cancel = context.WithTimeout(ctx, 3*time.Second)
+		}
+		closed := within(t, 5*time.Second, fmt.Sprintf("try %d: Close", i), func() { _ = s.Close(cctx) })
+		cancel()
+		close(stop)
+		if !within(t, 5*time.Second, fmt.Sprintf("try %d: the operations after Close", i), wg.Wait) || !closed {
+			return
+		}
+		for _, b := range bad {
+			t.Errorf("try %d (close ctx %d): %s", i, i%3, b)
+		}
+		if err := s.Err(); !errors.Is(err, alock.ErrClosed) || errors.Is(err, alock.ErrLost) {
+			t.Errorf("try %d: Err %v, want ErrClosed only", i, err)
+		}
+	}
+}
