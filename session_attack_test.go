@@ -906,3 +906,67 @@ func TestAttackCloseRacesTraffic(t *testing.T) {
 		}
 	}
 }
+
+// TestAttackTinyDeadlines: Acquire and TryAcquire with deadlines from 0 to
+// a few round trips, spaced around the watchdog's parkDelay, while another
+// Lock of the Session waits on the server (so every operation preempts
+// something). After each, the library and the server agree.
+func TestAttackTinyDeadlines(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	holdKeys(t, dsn, 9)
+	s := attackSession(t, dsn, nil)
+	wctx, stopWait := context.WithCancel(ctx)
+	waited := make(chan error, 1)
+	go func() { waited <- s.NewExclusive(alock.Key(9)).Acquire(wctx) }()
+	waitWaiting(t, dsn, s.PID())
+	l := s.NewExclusive(alock.Key(1), alock.Key(2))
+	want := []string{hold(alock.Key(1), alock.Exclusive), hold(alock.Key(2), alock.Exclusive)}
+	var ok, failed int
+	for i := range 100 {
+		d := time.Duration(rand.IntN(40000)) * time.Microsecond
+		actx, cancel := context.WithTimeout(ctx, d)
+		var err error
+		got := false
+		if i%2 == 0 {
+			err = l.Acquire(actx)
+			got = err == nil
+		} else {
+			got, err = l.TryAcquire(actx)
+		}
+		cancel()
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("op %d (deadline %v): unexplained %v", i, d, err)
+		}
+		var server []string
+		for _, h := range locktest.Holds(t, dsn, s.PID()) {
+			if h != hold(alock.Key(9), alock.Exclusive)+"(waiting)" {
+				server = append(server, h)
+			}
+		}
+		if got {
+			ok++
+			if !l.Locked() || !slices.Equal(server, want) {
+				t.Fatalf("op %d: granted; Locked %v, server %v", i, l.Locked(), server)
+			}
+			if err := l.Release(ctx); err != nil {
+				t.Fatalf("op %d: Release: %v", i, err)
+			}
+		} else {
+			failed++
+			if l.Locked() || len(server) != 0 {
+				t.Fatalf("op %d: not granted (%v); Locked %v, server %v", i, err, l.Locked(), server)
+			}
+		}
+		time.Sleep(time.Duration(40+rand.IntN(20)) * time.Millisecond)
+	}
+	stopWait()
+	if err := <-waited; !errors.Is(err, context.Canceled) {
+		t.Errorf("waiter: %v", err)
+	}
+	if got := locktest.Holds(t, dsn, s.PID()); len(got) != 0 {
+		t.Errorf("pg_locks at the end: %v", got)
+	}
+	t.Logf("%d granted, %d not", ok, failed)
+}
