@@ -970,3 +970,91 @@ func TestAttackTinyDeadlines(t *testing.T) {
 	}
 	t.Logf("%d granted, %d not", ok, failed)
 }
+
+// TestAttackTerminateRacesTraffic: the backend is terminated at a random
+// moment while goroutines hold, wait, poll, Do and Release. Every
+// operation returns, the only errors wrap ErrLost (or an explained ctx
+// error), every held Lock's Lost closes, Done closes, and Err wraps ErrLost.
+func TestAttackTerminateRacesTraffic(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	holdKeys(t, dsn, 5, 6)
+	for i := range 8 {
+		s := attackSession(t, dsn, nil)
+		keep := s.NewShare(alock.Key(7))
+		mustAcquire(t, keep)
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var bad []string
+		report := func(what string, err error) bool {
+			if err == nil || errors.Is(err, context.DeadlineExceeded) {
+				return false
+			}
+			if !errors.Is(err, alock.ErrLost) {
+				mu.Lock()
+				bad = append(bad, fmt.Sprintf("%s: %v", what, err))
+				mu.Unlock()
+			}
+			return true
+		}
+		for g := range 5 {
+			wg.Go(func() {
+				l := s.NewExclusive(alock.Key(int64(1 + g)))
+				if g >= 3 {
+					l = s.NewExclusive(alock.Key(int64(2 + g)))
+				}
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					switch g {
+					case 0, 1:
+						if report("Acquire", l.Acquire(ctx)) {
+							return
+						}
+						if report("Release", l.Release(ctx)) {
+							return
+						}
+					case 2:
+						if report("Do", l.Do(ctx, func(context.Context) error { return nil })) {
+							return
+						}
+					default:
+						actx, cancel := context.WithTimeout(ctx, time.Duration(50+rand.IntN(300))*time.Millisecond)
+						err := l.Acquire(actx)
+						cancel()
+						if report("waiting Acquire", err) {
+							return
+						}
+					}
+				}
+			})
+		}
+		time.Sleep(time.Duration(20+rand.IntN(300)) * time.Millisecond)
+		terminate(t, dsn, s.PID())
+		select {
+		case <-keep.Lost():
+		case <-time.After(3 * time.Second):
+			t.Errorf("try %d: Lost not closed 3 s after the termination", i)
+		}
+		if !within(t, 5*time.Second, fmt.Sprintf("try %d: the operations after the termination", i), wg.Wait) {
+			close(stop)
+			return
+		}
+		close(stop)
+		for _, b := range bad {
+			t.Errorf("try %d: %s", i, b)
+		}
+		<-s.Done()
+		if err := s.Err(); !errors.Is(err, alock.ErrLost) {
+			t.Errorf("try %d: Err %v, want ErrLost", i, err)
+		}
+		if err := keep.Release(ctx); !errors.Is(err, alock.ErrLost) {
+			t.Errorf("try %d: Release after the loss: %v", i, err)
+		}
+	}
+}
