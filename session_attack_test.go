@@ -1058,3 +1058,43 @@ func TestAttackTerminateRacesTraffic(t *testing.T) {
 		}
 	}
 }
+
+// TestAttackCloseWhileProbing: Close (expired ctx) and pg_terminate_backend
+// at random moments of a Session that probes every 20 ms, so that Close
+// meets the watchdog parking, probing or idle. Close returns, Err is
+// ErrClosed (or ErrLost when the termination came first), held Locks'
+// Lost closes.
+func TestAttackCloseWhileProbing(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	for i := range 20 {
+		s, err := alock.Open(context.Background(), dsn, &alock.SessionOptions{KeepaliveInterval: 20 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := s.NewExclusive(alock.Key(1))
+		mustAcquire(t, l)
+		time.Sleep(time.Duration(rand.IntN(120)) * time.Millisecond)
+		if i%4 == 3 {
+			terminate(t, dsn, s.PID()) // then Close at once
+		}
+		expired, cancel := context.WithTimeout(context.Background(), 0)
+		within(t, 3*time.Second, fmt.Sprintf("try %d: Close", i), func() { _ = s.Close(expired) })
+		cancel()
+		err = s.Err()
+		if i%4 != 3 && (!errors.Is(err, alock.ErrClosed) || errors.Is(err, alock.ErrLost)) {
+			t.Errorf("try %d: Err %v, want ErrClosed only", i, err)
+		}
+		if err == nil {
+			t.Errorf("try %d: Err nil after Close", i)
+		}
+		select {
+		case <-l.Lost():
+		default:
+			t.Errorf("try %d: Lost not closed after Close", i)
+		}
+		if err := l.Release(context.Background()); !errors.Is(err, alock.ErrClosed) && !errors.Is(err, alock.ErrLost) {
+			t.Errorf("try %d: Release after Close: %v", i, err)
+		}
+	}
+}
