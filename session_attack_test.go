@@ -9,7 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"slices" // sorted comparisons
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -362,7 +362,6 @@ func TestAttackReentrantReleaseRace(t *testing.T) {
 	}
 }
 
-var _ = slices.Sort[[]string]
 
 // attackLock is one Lock of the stress test with what it stands for.
 type attackLock struct {
@@ -1096,5 +1095,41 @@ func TestAttackCloseWhileProbing(t *testing.T) {
 		if err := l.Release(context.Background()); !errors.Is(err, alock.ErrClosed) && !errors.Is(err, alock.ErrLost) {
 			t.Errorf("try %d: Release after Close: %v", i, err)
 		}
+	}
+}
+
+// TestAttackCloseBreaksBlockedStatement: Close with a short ctx while the
+// connection runs a statement that cannot be preempted (a fenced Acquire's
+// nextval, blocked): Close returns soon after its ctx ends, the Acquire
+// fails with ErrClosed, and Err is ErrClosed.
+func TestAttackCloseBreaksBlockedStatement(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	s := attackSession(t, dsn, &alock.SessionOptions{Fencing: true, FenceSequence: "atk_fence"})
+	blockFence(t, dsn, "atk_fence")
+	first := make(chan error, 1)
+	go func() { first <- s.NewExclusive(alock.Key(1)).Acquire(ctx) }()
+	time.Sleep(300 * time.Millisecond)
+	queued := make(chan error, 1)
+	go func() { queued <- s.NewExclusive(alock.Key(2)).Acquire(ctx) }()
+	time.Sleep(50 * time.Millisecond)
+	cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	within(t, 3*time.Second, "Close(100 ms)", func() { _ = s.Close(cctx) })
+	t.Logf("Close took %v", time.Since(start))
+	for _, ch := range []chan error{first, queued} {
+		select {
+		case err := <-ch:
+			if !errors.Is(err, alock.ErrClosed) {
+				t.Errorf("Acquire broken off by Close: %v, want ErrClosed", err)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatal("Acquire still running 3 s after Close")
+		}
+	}
+	if err := s.Err(); !errors.Is(err, alock.ErrClosed) || errors.Is(err, alock.ErrLost) {
+		t.Errorf("Err %v, want ErrClosed only", err)
 	}
 }
