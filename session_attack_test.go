@@ -362,7 +362,6 @@ func TestAttackReentrantReleaseRace(t *testing.T) {
 	}
 }
 
-
 // attackLock is one Lock of the stress test with what it stands for.
 type attackLock struct {
 	l    *alock.Lock
