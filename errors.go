@@ -21,7 +21,9 @@ var (
 	ErrLost = core.ErrLost
 
 	// ErrDeadlock: the server chose this acquisition as the victim of a
-	// deadlock (SQLSTATE 40P01). The Lock is not held; the session's other
+	// deadlock (SQLSTATE 40P01), or, for a Session's Lock that polls because
+	// another Lock of its session waits on the server, alock found it in a
+	// cycle twice in a row (see Session). The Lock is not held; the session's other
 	// locks are still held, and one of them is probably what the other
 	// party waits for.
 	ErrDeadlock = core.ErrDeadlock

@@ -208,11 +208,10 @@ func (k *lockerLock) release(ctx context.Context) error {
 		return fmt.Errorf("alock: %s %s: waiting for the Lock: %w", op, k.l, core.CtxErr(wait))
 	}
 	defer func() { <-k.turn }()
-	if done, err := k.countDown(op); done { // counted meanwhile
+	if done, err := k.countDownOr(op, true); done { // counted meanwhile
 		return err
 	}
 	k.mu.Lock()
-	k.releasing = true
 	h := k.hold
 	k.mu.Unlock()
 	err := lostError(k.l.ids, h.core.Release(ctx))
@@ -230,12 +229,20 @@ func (k *lockerLock) release(ctx context.Context) error {
 // countDown is the part of Release that does not use the server: a Lock
 // not held, or held more than once. done is false for the last Release.
 func (k *lockerLock) countDown(op string) (done bool, err error) {
+	return k.countDownOr(op, false)
+}
+
+// countDownOr is countDown; with claim, a last Release is also marked in
+// progress in the same step, so that no re-entrant Acquire counts on the
+// hold while it is given back.
+func (k *lockerLock) countDownOr(op string, claim bool) (done bool, err error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	switch {
 	case k.count == 0:
 		return true, fmt.Errorf("alock: %s %s: %w", op, k.l, ErrNotHeld)
 	case k.count == 1:
+		k.releasing = k.releasing || claim
 		return false, nil
 	}
 	k.count--

@@ -424,3 +424,36 @@ func TestLockerLead(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestLockerReentrantReleaseRace: goroutines sharing one Locker Lock
+// Acquire and Release it at random; no error, and nothing left held.
+func TestLockerReentrantReleaseRace(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	lk := newLocker(t, dsn, "alock_locker_reentrant", nil)
+	l := lk.NewExclusive(alock.Key(1))
+	ctx := context.Background()
+	deadline := time.Now().Add(2 * time.Second)
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				if err := l.Acquire(ctx); err != nil {
+					t.Error(err)
+					return
+				}
+				if err := l.Release(ctx); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if l.Locked() {
+		t.Fatal("Locked after balanced Acquire/Release")
+	}
+	if _, held, _ := backends(t, dsn, "alock_locker_reentrant"); held != 0 {
+		t.Fatalf("server shows %d held", held)
+	}
+}

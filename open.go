@@ -72,7 +72,7 @@ func OpenConfig(ctx context.Context, cfg *pgx.ConnConfig, opts *SessionOptions) 
 	s := &Session{
 		conn: conn, opts: o, probeEvery: probeInterval(o.KeepaliveInterval, idle),
 		held: make(map[*core.Lock]struct{}),
-		done: make(chan struct{}), closing: make(chan struct{}), watched: make(chan struct{}),
+		done: make(chan struct{}), closing: make(chan struct{}), watched: make(chan struct{}), closed: make(chan struct{}),
 	}
 	s.lastUse.Store(time.Now().UnixNano())
 	go s.watch()

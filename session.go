@@ -33,8 +33,12 @@ import (
 //
 // Because an interrupted wait starts again, the server detects a deadlock
 // (after deadlock_timeout of uninterrupted waiting) only while the Session
-// has no other traffic; and a waiter that retries with try-locks can be
-// overtaken by sessions that queue on the server.
+// has no other traffic. A Lock that retries with try-locks is invisible to
+// the server's detection, so about every second it asks the server whether
+// a session that holds what it wants waits, directly or not, for this
+// session, and after two such answers in a row it fails with ErrDeadlock.
+// A waiter that retries with try-locks can also be overtaken by sessions
+// that queue on the server.
 //
 // While the connection is idle a watchdog parks a read on it, which wakes at
 // once when the server ends the session (pg_terminate_backend, restart,
@@ -59,6 +63,7 @@ type Session struct {
 	done    chan struct{}
 	closing chan struct{}
 	watched chan struct{} // closed when the watchdog has ended
+	closed  chan struct{} // closed when Close has done its work
 }
 
 // SessionOptions are a Session's optional settings; the zero value (or a nil
@@ -154,7 +159,14 @@ func (s *Session) Err() error {
 func (s *Session) Close(ctx context.Context) error {
 	s.mu.Lock()
 	select {
-	case <-s.closing:
+	case <-s.closing: // another Close does the work
+		s.mu.Unlock()
+		select {
+		case <-s.closed:
+		case <-ctx.Done():
+			return fmt.Errorf("alock: close: %w", core.CtxErr(ctx))
+		}
+		return nil
 	default:
 		close(s.closing)
 	}
@@ -167,6 +179,7 @@ func (s *Session) Close(ctx context.Context) error {
 	err := s.conn.Close(context.WithoutCancel(ctx))
 	s.lose(errSessionClosed)
 	<-s.watched
+	close(s.closed)
 	s.log(ctx, slog.LevelInfo, "alock: session closed")
 	return err
 }

@@ -80,3 +80,38 @@ func tagList(tags []Tag) string {
 	}
 	return b.String()
 }
+
+// A Lock that polls with try-locks (its session's wait slot is taken, see
+// takeOrWait) is invisible to the server's deadlock detection: it waits for
+// nothing in pg_locks. So every pollCheck polls it asks the server whether
+// it is suspected of a deadlock (suspectSQL), and after two suspicions in a
+// row it gives up with ErrDeadlock, as the server would with its victim: the
+// other side, a session blocked in the server, would otherwise wait for
+// ever. A session blocked for one of this session's locks that it holds
+// while holding what this Lock wants is a cycle at that moment, whatever is
+// to come, which is also the server's rule.
+const pollCheck = 4
+
+// polling is the state of an acquisition that polls.
+type polling struct {
+	polls, suspicions int
+}
+
+// pollDeadlocked counts a failed poll for send and reports whether the
+// Lock is to give up with ErrDeadlock. The caller has the session.
+func (l *Lock) pollDeadlocked(ctx context.Context, send []Tag) bool {
+	if l.polls.polls++; l.polls.polls%pollCheck != 0 {
+		return false
+	}
+	var text string
+	_, err := run(ctx, l.conn, finish, func(q context.Context) (err error) {
+		text, err = l.conn.QueryText(q, suspectSQL, []any{tagList(send)})
+		return err
+	})
+	if err != nil || text == "" {
+		l.polls.suspicions = 0
+		return false
+	}
+	l.polls.suspicions++
+	return l.polls.suspicions >= 2
+}

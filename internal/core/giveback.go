@@ -55,7 +55,7 @@ func (l *Lock) abandon(ctx context.Context, verb string, cause error) error {
 	forgetSession(l.conn.Key())
 	op := operation{verb, l.label}
 	if lost {
-		return fmt.Errorf("alock: %s: %w: session lost: %w", op, ErrLost, cause)
+		return fmt.Errorf("alock: %s: %w: %w", op, gone(l.conn), cause)
 	}
 	return fmt.Errorf("alock: %s: %w: the session was closed because its lock state was in doubt: %w", op, ErrLost, cause)
 }

@@ -26,6 +26,7 @@ type Lock struct {
 	lockAll, tryAll, unlockAll statement
 
 	state hold
+	polls polling       // of the acquisition in progress (guarded by turn)
 	turn  chan struct{} // held by the goroutine that takes or releases the hold (guarded Locks)
 }
 
@@ -83,9 +84,10 @@ func (l *Lock) acquire(ctx context.Context, op operation, try bool) (bool, error
 	if l.guard != nil {
 		defer l.guard.Gate().FreeSlot(l)
 	}
+	l.polls = polling{}
 	if l.batchable() && l.count() == 0 {
 		if ok, done, err := l.acquireBatched(ctx, op, try); done {
-			return ok, err
+			return ok, l.explainGone(err)
 		}
 	}
 	pause := pollMin
@@ -93,7 +95,7 @@ func (l *Lock) acquire(ctx context.Context, op operation, try bool) (bool, error
 		ok, next, err := l.acquireOnce(ctx, op, try)
 		switch next {
 		case done:
-			return ok, err
+			return ok, l.explainGone(err)
 		case poll:
 			if err := sleep(ctx, pause); err != nil {
 				return false, fmt.Errorf("alock: %s: %w", op, err)
@@ -168,6 +170,9 @@ func (l *Lock) takeOrWait(ctx context.Context, op operation, try bool, send []Ta
 	if !gate.TakeSlot(l) {
 		ok, err := l.take(ctx, op, true, send)
 		if err == nil && !ok {
+			if l.pollDeadlocked(ctx, send) {
+				return false, done, fmt.Errorf("alock: %s: %w: a session that holds what it polls for waits for this session", op, ErrDeadlock)
+			}
 			return false, poll, nil
 		}
 		return ok, done, err
@@ -177,7 +182,10 @@ func (l *Lock) takeOrWait(ctx context.Context, op operation, try bool, send []Ta
 	withdraw := gate.Preemptible(func() { cancel(errPreempted) })
 	defer withdraw()
 	ok, err := l.take(wctx, op, false, send)
-	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(wctx), errPreempted) && !l.conn.Closed() {
+	if err != nil && ctx.Err() == nil && l.conn.Closed() { // terminated, or closed by Close
+		return false, done, fmt.Errorf("alock: %s: %w", op, gone(l.conn))
+	}
+	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(wctx), errPreempted) {
 		if !errors.Is(err, errPreempted) { // failed on its own, and was also preempted
 			return false, done, err
 		}
@@ -209,10 +217,14 @@ func (l *Lock) nextToken(ctx context.Context) (int64, error) {
 		return 0, nil
 	}
 	var text string
-	_, err := run(ctx, l.conn, finish, func(q context.Context) (err error) {
+	// Interrupted when ctx ends: the grant is then given back anyway.
+	cancelled, err := run(ctx, l.conn, interrupt, func(q context.Context) (err error) {
 		text, err = l.conn.QueryText(q, "SELECT nextval($1::regclass)::text", []any{l.fence})
 		return err
 	})
+	if cancelled && ctx.Err() != nil {
+		return 0, ctxErr(ctx) // drawn or not, the grant is given back
+	}
 	if err != nil {
 		return 0, err
 	}

@@ -30,15 +30,24 @@ func (l *Lock) Release(ctx context.Context) error {
 		return fmt.Errorf("alock: %s: waiting for the session: %w", op, err)
 	}
 	defer l.giveTurn()
-	if counted, err := l.countDown(op); counted { // counted down by others meanwhile
+	if counted, err := l.claimLast(op); counted { // counted down by others meanwhile
 		return err
 	}
-	l.setReleasing(true)
 	defer l.setReleasing(false)
-	if l.batchable() && !l.isLost() {
-		return l.releaseBatched(op)
+	if l.isLost() { // nothing to unlock, and a closed session's gate is shut
+		err := l.lostErr(op)
+		l.setCount(-1, 0)
+		return err
+	}
+	if l.batchable() {
+		return l.explainGone(l.releaseBatched(op))
 	}
 	if err := l.enter(wait); err != nil {
+		if l.isLost() {
+			err = l.lostErr(op)
+			l.setCount(-1, 0)
+			return err
+		}
 		return fmt.Errorf("alock: %s: waiting for the session: %w", op, err)
 	}
 	defer l.exit()
@@ -47,17 +56,38 @@ func (l *Lock) Release(ctx context.Context) error {
 	if err == nil {
 		err = l.unlock(ctx, freed, true)
 	}
-	if errors.Is(err, ErrLost) {
+	if errors.Is(err, ErrLost) || errors.Is(err, ErrClosed) {
 		l.MarkLost()
 	}
 	l.setCount(-1, 0)
-	return err
+	return l.explainGone(err)
+}
+
+// explainGone makes the error of an operation whose session has ended say
+// why: ErrClosed (closed by its owner) or ErrLost with the cause.
+func (l *Lock) explainGone(err error) error {
+	if err == nil || !l.conn.Closed() || errors.Is(err, ErrLost) || errors.Is(err, ErrClosed) {
+		return err
+	}
+	return fmt.Errorf("%w (%w)", err, gone(l.conn))
 }
 
 // countDown is Release's path that does not use the connection: a Lock not
 // held, one held more than once, or one with no ids. counted is false when
 // the Release is the last and must unlock on the server.
 func (l *Lock) countDown(op operation) (counted bool, err error) {
+	return l.countDownOr(op, false)
+}
+
+// claimLast is countDown under the Lock's turn, which also marks the last
+// Release in progress in the same step, so that no re-entrant Acquire can
+// count on the hold while it is unlocked. counted is false when the caller
+// must unlock (and then setReleasing(false) when done).
+func (l *Lock) claimLast(op operation) (counted bool, err error) {
+	return l.countDownOr(op, true)
+}
+
+func (l *Lock) countDownOr(op operation, claim bool) (counted bool, err error) {
 	l.state.mu.Lock()
 	n := l.state.count
 	if n == 0 {
@@ -65,6 +95,7 @@ func (l *Lock) countDown(op operation) (counted bool, err error) {
 		return true, fmt.Errorf("alock: %s: %w", op, ErrNotHeld)
 	}
 	if n == 1 && len(l.tags) > 0 {
+		l.state.releasing = l.state.releasing || claim
 		l.state.mu.Unlock()
 		return false, nil
 	}
