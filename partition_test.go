@@ -241,3 +241,91 @@ func TestPartitionHolderDefaults(t *testing.T) {
 	t.Parallel()
 	holderCut(t, netns.Both, false)
 }
+
+// waiterCut runs a helper that holds Key(1) and waits for partKey (held by
+// a blocker outside), cuts the link in direction d, and checks that the
+// helper is told before Key(1) is taken over. With grant, the blocker lets
+// partKey go just after the cut, so that the server grants it to the dead
+// waiter: it must free it within twice the server timeout. Without, the
+// dead waiter must leave the queue (its backend ends) within the server
+// timeout, never granted.
+func waiterCut(t *testing.T, d netns.Direction, grant bool) {
+	p := newPartition(t)
+	blocking := openSession(t, p.server.ConnString("postgres"), nil)
+	blocker := blocking.NewExclusive(alock.Key(partKey))
+	mustAcquire(t, blocker)
+	child, backend := p.startInside(t, "wait", true)
+	p.waitFor(t, "the helper to wait", `SELECT count(*) FROM pg_locks WHERE pid = $1 AND locktype = 'advisory' AND objid = 4242 AND NOT granted`, backend)
+	other := p.takeOver(t, 1)
+	var next <-chan time.Time
+	if grant {
+		next = p.takeOver(t, partKey) // queued behind the helper
+	}
+	client, server := alock.Bounds(fastPartition)
+	interval, slack := fastPartition.KeepaliveInterval, time.Second
+	time.Sleep(500 * time.Millisecond)
+	cut := time.Now()
+	if err := p.link.Cut(d); err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan time.Time, 1)
+	go func() { ended <- p.backendEnd(backend, 2*time.Minute) }()
+	if grant {
+		time.Sleep(300 * time.Millisecond)
+		mustRelease(t, blocker)
+	}
+	told := p.told(t, child, client+10*time.Second)
+	taken := p.took(t, other, interval+server+10*time.Second, "Key(1)")
+	checkOrder(t, "waiter cut "+d.String()+", its other lock", cut, told, taken, client+slack, interval+server+2*slack)
+	end := <-ended
+	if grant {
+		taken := p.took(t, next, 2*server+10*time.Second, "partKey")
+		t.Logf("the dead waiter was granted partKey; taken over after %v (bound %v), its backend ended after %v",
+			taken.Sub(cut).Round(time.Millisecond), 2*server+2*slack, end.Sub(cut).Round(time.Millisecond))
+		if taken.Sub(cut) > 2*server+2*slack {
+			t.Errorf("the dead waiter kept partKey for %v, over the bound %v", taken.Sub(cut), 2*server+2*slack)
+		}
+		return
+	}
+	t.Logf("the dead waiter's backend left the queue after %v (bound %v)", end.Sub(cut).Round(time.Millisecond), server+2*slack)
+	if end.Sub(cut) > server+2*slack {
+		t.Errorf("the dead waiter stayed queued for %v, over the bound %v", end.Sub(cut), server+2*slack)
+	}
+	if holder := serverHolder(t, p.admin, partKey); holder != 0 && holder != blocking.PID() {
+		t.Errorf("partKey held by backend %d, not the blocker", holder)
+	}
+}
+
+// backendEnd polls until backend has ended and returns when, or the zero
+// time after timeout.
+func (p *partition) backendEnd(backend uint32, timeout time.Duration) time.Time {
+	conn, err := pgx.Connect(context.Background(), p.server.ConnString("postgres"))
+	if err != nil {
+		return time.Time{}
+	}
+	defer conn.Close(context.Background())
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		var n int
+		if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", backend).Scan(&n); err == nil && n == 0 {
+			return time.Now()
+		}
+	}
+	return time.Time{}
+}
+
+func TestPartitionWaiter(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		d     netns.Direction
+		grant bool
+	}{{netns.Both, true}, {netns.Both, false}, {netns.ToHost, false}, {netns.ToNamespace, false}} {
+		name := strings.ReplaceAll(c.d.String(), " ", "_")
+		if c.grant {
+			name += "/granted"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			waiterCut(t, c.d, c.grant)
+		})
+	}
+}
