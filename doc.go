@@ -55,6 +55,58 @@
 // in the server, so such a poller can be overtaken by other processes'
 // blocked waiters, never the reverse.
 //
+// # Partitions: a bounded, ordered takeover
+//
+// When the network between a Session and the server is cut silently (no
+// reset, no FIN), both sides give up on their own clocks, and the package
+// orders them so that the holder always learns first. The client side
+// tells (Lost, Done, Do's ctx) within its bound B = KeepaliveInterval +
+// KeepaliveTimeout (at least 3 s; 10 s by default) of the last packet it
+// received from the server: the watchdog's probe when idle, and while an
+// Acquire waits a link watch that reads the kernel's TCP_INFO (on Linux)
+// and sees the answers to TCP keepalive probes sent every second. Open sets
+// the server's tcp_user_timeout, tcp_keepalives_idle/interval/count and
+// client_connection_check_interval for the session so that the server ends
+// it, and frees its locks, ServerTimeout S after it last heard from the
+// client (by default S = B + max(2 s, 40% of B): 14 s). Whatever the server
+// last sent, the client received after the server last heard from it, or
+// the server still waits for its acknowledgement and counts from sending
+// it; so the server's clock starts no earlier than the client's (less one
+// trip), and the margin S − B (4 s by default) covers the link watch's tick
+// (250 ms), delayed acknowledgements (200 ms), and Go and kernel timer slop.
+// When the client's packets still reach the server (a one-way cut), it is
+// the client's own close, sent after telling, or its kernel's reset, set
+// between B and S, that ends the session. Only the rates of the two clocks
+// matter, not their readings; the kernel's timers fire late, never early.
+//
+// With the defaults, after a silent cut: the holder is told within 10 s
+// (+ the 250 ms tick); another process can take its locks within S + 1 s
+// of the last exchange, at most KeepaliveInterval + S + 1 s = 20 s after
+// the cut. A backend waiting for a lock whose client vanished leaves the
+// queue within S + 2 s (client_connection_check_interval, PostgreSQL 14 and
+// later); if the lock is granted to it first, the server sends the grant and
+// ends the session when it stays unacknowledged for S, so the dead waiter
+// holds it at most 2S + 1 s after the cut (29 s). Then no fencing is needed
+// against a partitioned holder, only against a paused one (a process
+// stopped, a VM frozen: its kernel still answers). The order needs Linux on
+// both sides (TCP_USER_TIMEOUT and TCP_INFO); over a unix socket none of
+// this applies. ServerTimeout < 0 leaves the server's settings alone.
+//
+// # Failover
+//
+// Advisory locks are not replicated: after a failover no lock survives, and
+// every Session on the old primary signals its loss (EOF or the keepalive
+// bound). Open with a multi-host connection string
+// ("host=a,b target_session_attrs=read-write") finds the new primary; acquire
+// again. Fencing tokens drawn after a failover to a synchronous standby
+// (synchronous_standby_names, synchronous_commit on) are larger than every
+// token drawn before it. An asynchronous standby may have missed the last
+// WAL: the sequence then goes back by as many tokens as were drawn in what
+// it missed, less up to 32 (the sequence logs 32 values ahead). Remedies: a
+// synchronous standby, or, before the first Open after promoting an
+// asynchronous one, push the sequence past anything handed out, e.g.
+// SELECT setval('alock_fence', nextval('alock_fence') + 1000000).
+//
 // # Fencing
 //
 // No lock service can stop a holder that was paused or partitioned from

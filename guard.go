@@ -18,7 +18,7 @@ func (s sessionGuard) Enter(ctx context.Context) error { return s.gate.Enter(ctx
 // Exit frees the connection after an operation, which used it: the
 // watchdog parks and probes counting from now.
 func (s sessionGuard) Exit() {
-	if s.conn.IsClosed() {
+	if s.conn.IsClosed() || s.lost() { // closed, or told lost by the link watch
 		s.lose(errors.New("connection closed"))
 	}
 	s.lastUse.Store(time.Now().UnixNano())

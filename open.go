@@ -58,13 +58,20 @@ func OpenConfig(ctx context.Context, cfg *pgx.ConnConfig, opts *SessionOptions) 
 		o = *opts
 	}
 	o = o.defaults()
+	b, err := deriveBounds(o)
+	if err != nil {
+		return nil, err
+	}
 	cfg = cfg.Copy()
-	keepalive(cfg, o)
+	keepalive(cfg, b)
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("alock: open: %w", err)
 	}
 	idle, err := check(ctx, conn, o)
+	if err == nil {
+		err = setServerTimeout(ctx, conn, b)
+	}
 	if err != nil {
 		_ = conn.Close(context.WithoutCancel(ctx))
 		return nil, err
@@ -73,21 +80,21 @@ func OpenConfig(ctx context.Context, cfg *pgx.ConnConfig, opts *SessionOptions) 
 		conn: conn, opts: o, probeEvery: probeInterval(o.KeepaliveInterval, idle),
 		held: make(map[*core.Lock]struct{}),
 		done: make(chan struct{}), closing: make(chan struct{}), watched: make(chan struct{}), closed: make(chan struct{}),
+		linked: make(chan struct{}),
 	}
 	s.lastUse.Store(time.Now().UnixNano())
 	go s.watch()
+	go s.watchLink(conn.PgConn().Conn(), b)
 	return s, nil
 }
 
-// keepalive makes TCP notice a silent network within about
-// KeepaliveInterval + KeepaliveTimeout, also while an Acquire waits. It is
-// set once the connection is made, after the caller's AfterNetConnect.
-func keepalive(cfg *pgx.ConnConfig, o SessionOptions) {
-	idle := o.KeepaliveInterval
-	if idle <= 0 {
-		idle = 5 * time.Second
-	}
-	ka := net.KeepAliveConfig{Enable: true, Idle: idle, Interval: time.Second, Count: max(int(o.KeepaliveTimeout/time.Second), 1)}
+// keepalive makes the client's TCP probe an idle or waiting connection
+// every second after b.keepIdle, which feeds the link watch, and give up
+// after b.kernel. It is set once the connection is made, after the caller's
+// AfterNetConnect.
+func keepalive(cfg *pgx.ConnConfig, b bounds) {
+	ka := net.KeepAliveConfig{Enable: true, Idle: b.keepIdle, Interval: time.Second,
+		Count: max(int((b.kernel-b.keepIdle)/time.Second), 1)}
 	after := cfg.AfterNetConnect
 	cfg.AfterNetConnect = func(ctx context.Context, pc *pgconn.Config, c net.Conn) (net.Conn, error) {
 		if after != nil {
@@ -98,6 +105,7 @@ func keepalive(cfg *pgx.ConnConfig, o SessionOptions) {
 		}
 		if tc, ok := tcpConn(c); ok {
 			_ = tc.SetKeepAliveConfig(ka)
+			setUserTimeout(tc, b.kernel)
 		}
 		return c, nil
 	}

@@ -40,11 +40,18 @@ type helperProc struct {
 // killed, if still running, when the test ends.
 func startHelper(t *testing.T, name string, env ...string) *helperProc {
 	t.Helper()
+	return startHelperWith(t, osexec.Command, name, env...)
+}
+
+// startHelperWith is startHelper with the command made by command, e.g. one
+// that runs the helper in a network namespace.
+func startHelperWith(t *testing.T, command func(string, ...string) *osexec.Cmd, name string, env ...string) *helperProc {
+	t.Helper()
 	admin := os.Getenv(pgtest.DSNEnv)
 	if admin == "" {
 		admin = pgtest.Server().ConnString("postgres")
 	}
-	cmd := osexec.Command(os.Args[0], "-test.run=^"+name+"$", "-test.count=1")
+	cmd := command(os.Args[0], "-test.run=^"+name+"$", "-test.count=1")
 	cmd.Env = append(os.Environ(), pgtest.DSNEnv+"="+admin)
 	cmd.Env = append(cmd.Env, env...)
 	p := &helperProc{cmd: cmd, lines: make(chan string, 1024), exit: make(chan error, 1)}

@@ -64,6 +64,7 @@ type Session struct {
 	closing chan struct{}
 	watched chan struct{} // closed when the watchdog has ended
 	closed  chan struct{} // closed when Close has done its work
+	linked  chan struct{} // closed when the link watch has ended
 }
 
 // SessionOptions are a Session's optional settings; the zero value (or a nil
@@ -80,6 +81,19 @@ type SessionOptions struct {
 	// keepalive of the connection, which bounds the same failure while an
 	// Acquire waits.
 	KeepaliveTimeout time.Duration
+	// ServerTimeout is how long the server keeps the session, and its
+	// locks, once it hears nothing more from this client over TCP (a cut
+	// network, a dead host): Open sets the session's tcp_user_timeout,
+	// tcp_keepalives_* and client_connection_check_interval from it. It must
+	// exceed the client's bound (KeepaliveInterval + KeepaliveTimeout, at
+	// least 3 s) by at least a second, so that the server releases only
+	// after this process has been told (Lost, Done, Do's ctx); Open fails
+	// otherwise. Default: the client's bound plus 40% of it, at least 2 s
+	// more (14 s with the defaults; see "Partitions" in the package
+	// documentation). Negative leaves the server's settings alone (the
+	// operating system's keepalive, over two hours on Linux). Unused over a
+	// unix socket.
+	ServerTimeout time.Duration
 	// Fencing makes every acquisition draw a fencing token (see Lock.Token)
 	// from the sequence FenceSequence, which Open creates if it is missing.
 	// It costs one more round trip per acquisition.
@@ -179,6 +193,7 @@ func (s *Session) Close(ctx context.Context) error {
 	err := s.conn.Close(context.WithoutCancel(ctx))
 	s.lose(errSessionClosed)
 	<-s.watched
+	<-s.linked
 	close(s.closed)
 	s.log(ctx, slog.LevelInfo, "alock: session closed")
 	return err
@@ -186,9 +201,20 @@ func (s *Session) Close(ctx context.Context) error {
 
 var errSessionClosed = fmt.Errorf("%w", ErrClosed)
 
-// lose ends the session for cause (once): every held Lock is marked lost,
-// the hooks are told, and Done closes.
+// lose ends the session for cause: it tells (see tell), then closes the
+// connection. Only the goroutine that has the connection (the gate) may call
+// it; it may be called again, e.g. after tell, to close the connection.
 func (s *Session) lose(cause error) {
+	s.tell(cause)
+	_ = s.conn.Close(context.Background())
+}
+
+// tell marks the session lost for cause (the first cause wins): every held
+// Lock's Lost closes, the hooks are told, and Done closes. It does not touch
+// the connection, so any goroutine may call it; telling comes before
+// anything that could make the server release the locks (closing the
+// connection), so the program always learns of a loss first.
+func (s *Session) tell(cause error) {
 	s.mu.Lock()
 	if s.err != nil {
 		s.mu.Unlock()
@@ -208,7 +234,6 @@ func (s *Session) lose(cause error) {
 		held = append(held, l)
 	}
 	s.mu.Unlock()
-	_ = s.conn.Close(context.Background())
 	for _, l := range held {
 		l.MarkLost()
 	}
@@ -218,7 +243,7 @@ func (s *Session) lose(cause error) {
 			t.Lost(s, cause)
 		}
 	}
-	close(s.done) // last: whoever waits on Done sees the rest done
+	close(s.done)
 }
 
 // lost reports whether the session has ended.

@@ -20,6 +20,9 @@ func (s *Session) watch() {
 	defer close(s.watched)
 	for s.idleTurn() {
 		err := s.parkOrProbe()
+		if err == nil && s.lost() { // told by the link watch
+			err = s.Err()
+		}
 		if err != nil {
 			s.lose(err) // with the connection in hand: lose closes it
 		}
@@ -81,13 +84,23 @@ func (s *Session) parkOrProbe() error {
 
 // probe makes one round trip, bounded by KeepaliveTimeout, and checks that
 // the same backend answers: a transaction-mode pooler would hand the
-// statement to another one.
+// statement to another one. When the bound runs out it tells of the loss
+// first, and only then breaks the read off (which makes pgx close the
+// connection): the server cannot release the locks before the program
+// knows.
 func (s *Session) probe() error {
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.KeepaliveTimeout)
-	defer cancel()
+	timeout := fmt.Errorf("keepalive probe: no answer within %v", s.opts.KeepaliveTimeout)
+	bound := time.AfterFunc(s.opts.KeepaliveTimeout, func() {
+		s.tell(timeout)
+		_ = s.conn.PgConn().Conn().SetDeadline(time.Now())
+	})
+	defer bound.Stop()
 	var pid uint32
-	if err := s.conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+	if err := s.conn.QueryRow(context.Background(), "SELECT pg_backend_pid()").Scan(&pid); err != nil {
 		return fmt.Errorf("keepalive probe: %w", err)
+	}
+	if !bound.Stop() {
+		return timeout
 	}
 	s.lastUse.Store(time.Now().UnixNano())
 	if pid != s.conn.PgConn().PID() {

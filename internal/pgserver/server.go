@@ -31,6 +31,13 @@ type Options struct {
 	// {"max_locks_per_transaction": "16"}. Names must be plain GUC names
 	// (letters, digits, '_' and '.'); values are quoted as needed.
 	Settings map[string]string
+	// ListenAddresses are IP addresses to listen on beside 127.0.0.1, such
+	// as the address by which a test's network namespace reaches the host.
+	ListenAddresses []string
+	// TrustedNetworks are CIDR prefixes (e.g. "10.1.2.0/30") from which
+	// pg_hba.conf trusts TCP connections, for any database and for
+	// replication, beside the local ones.
+	TrustedNetworks []string
 }
 
 // Server is a running private PostgreSQL cluster started by Start. Its
@@ -70,6 +77,9 @@ func Start(ctx context.Context, opts *Options) (*Server, error) {
 	if err := checkSettings(opts.Settings); err != nil {
 		return nil, err
 	}
+	if err := checkNetworks(opts); err != nil {
+		return nil, err
+	}
 	binDir, err := BinDir()
 	if err != nil {
 		return nil, err
@@ -89,7 +99,7 @@ func Start(ctx context.Context, opts *Options) (*Server, error) {
 		logFile: filepath.Join(base, "server.log"),
 		cred:    cred,
 	}
-	if err := s.initAndStart(ctx, opts.Settings); err != nil {
+	if err := s.initAndStart(ctx, opts); err != nil {
 		s.cleanupFailedStart()
 		return nil, err
 	}
@@ -98,13 +108,16 @@ func Start(ctx context.Context, opts *Options) (*Server, error) {
 
 // initAndStart runs initdb, writes the configuration and starts the
 // postmaster.
-func (s *Server) initAndStart(ctx context.Context, settings map[string]string) error {
+func (s *Server) initAndStart(ctx context.Context, opts *Options) error {
 	out, err := s.run(ctx, "initdb", "-D", s.dataDir, "-U", "postgres", "--auth=trust",
 		"-E", "UTF8", "--locale=C", "--no-sync")
 	if err != nil {
 		return fmt.Errorf("pgserver: initdb: %w\n--- initdb output ---\n%s", err, tail(out, logTail))
 	}
-	if err := appendConf(s.confFile(), s.baseSettings(settings)); err != nil {
+	if err := appendConf(s.confFile(), s.baseSettings(opts)); err != nil {
+		return err
+	}
+	if err := s.trust(opts.TrustedNetworks); err != nil {
 		return err
 	}
 	return s.startOnFreePort(ctx)
@@ -130,9 +143,9 @@ func (s *Server) startOnFreePort(ctx context.Context) error {
 
 // baseSettings returns the package defaults followed by the caller's
 // settings (later entries win in postgresql.conf).
-func (s *Server) baseSettings(extra map[string]string) []setting {
+func (s *Server) baseSettings(opts *Options) []setting {
 	list := []setting{
-		{"listen_addresses", "127.0.0.1"},
+		{"listen_addresses", strings.Join(append([]string{"127.0.0.1"}, opts.ListenAddresses...), ",")},
 		{"unix_socket_directories", s.baseDir},
 		{"max_connections", "300"},
 		{"fsync", "off"},
@@ -141,7 +154,7 @@ func (s *Server) baseSettings(extra map[string]string) []setting {
 		{"logging_collector", "off"},
 		{"log_min_messages", "warning"},
 	}
-	return append(list, sortedSettings(extra)...)
+	return append(list, sortedSettings(opts.Settings)...)
 }
 
 // choosePort picks a free TCP port and records it in postgresql.conf.
