@@ -457,3 +457,67 @@ func TestLockerReentrantReleaseRace(t *testing.T) {
 		t.Fatalf("server shows %d held", held)
 	}
 }
+
+// TestLockerTenThousandGoroutines: 10,000 goroutines take one of 1,000 ids
+// each (exclusive or share) through one Locker with MaxSessions 4: mutual
+// exclusion holds, and the server never sees more than 4 sessions.
+func TestLockerTenThousandGoroutines(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	lk := newLocker(t, dsn, "alock_locker_10k", &alock.LockerOptions{MaxSessions: 4})
+	const goroutines, ids = 10000, 1000
+	var inside [ids]atomic.Int32
+	stop := make(chan struct{})
+	var most atomic.Int32
+	var sampler sync.WaitGroup
+	sampler.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(25 * time.Millisecond):
+			}
+			if n, _, _ := backends(t, dsn, "alock_locker_10k"); int32(n) > most.Load() {
+				most.Store(int32(n))
+			}
+		}
+	})
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			k := g % ids
+			share := g%3 == 0
+			l := lk.NewExclusive(alock.Key(int64(k)))
+			if share {
+				l = lk.NewShare(alock.Key(int64(k)))
+			}
+			err := l.Do(ctx, func(context.Context) error {
+				if share {
+					if inside[k].Add(1) <= 0 {
+						t.Errorf("a share with an exclusive on Key(%d)", k)
+					}
+					inside[k].Add(-1)
+				} else if !inside[k].CompareAndSwap(0, -1) {
+					t.Errorf("two holders of Key(%d)", k)
+				} else {
+					inside[k].Store(0)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	sampler.Wait()
+	if most.Load() > 4 {
+		t.Fatalf("the server saw %d sessions, MaxSessions is 4", most.Load())
+	}
+	if st := lk.Stat(); st.Acquisitions != goroutines || st.Held != 0 || st.Waiting != 0 {
+		t.Fatalf("Stat: %+v", st)
+	}
+	t.Logf("at most %d sessions; %+v", most.Load(), lk.Stat())
+}
