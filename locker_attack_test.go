@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"testing"
 	"time"
@@ -408,5 +409,220 @@ func TestAttack2SessionFullLockTableBatch(t *testing.T) {
 	holds := serverHoldsOf(t, session{watcher, dsn}, s.PID())
 	if !slices.Contains(holds, hold(alock.Key(-1), alock.Exclusive)) {
 		t.Errorf("server holds of the Session: %v, want Key(-1) still held", holds)
+	}
+}
+
+// TestAttack2LockerFencedReleaseTimeout: a Release whose ctx ends while the
+// session is busy with a statement that cannot be preempted (another
+// Lock's token draw, blocked) fails, as the core Lock documents, with "the
+// Lock then stays held". The Locker must then still count the hold, or
+// else unlock it: the server must never keep a lock that no Lock holds.
+func TestAttack2LockerFencedReleaseTimeout(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	const app = "a2_fenced_release"
+	lk := newLocker(t, dsn, app, &alock.LockerOptions{MaxSessions: 1,
+		Session: alock.SessionOptions{Fencing: true, FenceSequence: "a2_fence"}})
+	a := lk.NewExclusive(alock.Key(1))
+	if err := a.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	unblock := blockFence(t, dsn, "a2_fence")
+	second := make(chan error, 1)
+	b := lk.NewExclusive(alock.Key(2))
+	go func() { second <- b.Acquire(ctx) }()
+	time.Sleep(300 * time.Millisecond) // b's nextval is blocked, on the one session
+	rctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	rerr := a.Release(rctx)
+	cancel()
+	unblock()
+	if err := <-second; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Release with a short ctx while the session is busy: %v; Locked %v", rerr, a.Locked())
+	got, _ := a2Granted(t, dsn, app)
+	serverHas := slices.Contains(got, hold(alock.Key(1), alock.Exclusive))
+	if serverHas != a.Locked() {
+		t.Errorf("after Release: %v: Locked %v, but pg_locks shows %v (a ghost lock the Locker forgot)", rerr, a.Locked(), got)
+	}
+	if err := b.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if a.Locked() {
+		if err := a.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, _ := a2Granted(t, dsn, app); len(got) != 0 {
+		t.Errorf("pg_locks after releasing everything: %v (the Locker holds nothing)", got)
+	}
+	// Re-acquiring and releasing the Lock must leave nothing either.
+	if err := a.Do(ctx, func(context.Context) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := a2Granted(t, dsn, app); len(got) != 0 {
+		t.Errorf("pg_locks after a Do of the same Lock: %v", got)
+	}
+}
+
+// TestAttack2LockerWaiterSurvivesSessionLoss: the issue says a terminated
+// session's waiters "move on": a goroutine waiting (not holding) when its
+// session is terminated must not fail; it waits on a replacement session
+// and gets the lock when the other process lets go.
+func TestAttack2LockerWaiterSurvivesSessionLoss(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	const app = "a2_waiter_loss"
+	other := holdKeys(t, dsn, 100)
+	lk := newLocker(t, dsn, app, &alock.LockerOptions{MaxSessions: 1})
+	w := lk.NewExclusive(alock.Key(100))
+	res := make(chan error, 1)
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	go func() { res <- w.Acquire(wctx) }()
+	var pid uint32
+	pgtest.WaitFor(t, "the waiter at the server", func() bool {
+		admin := pgtest.Connect(t, dsn)
+		err := admin.QueryRow(ctx, `SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+			WHERE l.locktype = 'advisory' AND NOT l.granted AND a.application_name = $1`, app).Scan(&pid)
+		return err == nil
+	})
+	terminate(t, dsn, pid)
+	time.Sleep(300 * time.Millisecond)
+	if _, err := other.Exec(ctx, "SELECT pg_advisory_unlock(100)"); err != nil {
+		t.Fatal(err)
+	}
+	err := <-res
+	if err != nil {
+		t.Fatalf("a waiter whose session was terminated: %v; want it to move on and get the lock", err)
+	}
+	if !w.Locked() {
+		t.Fatal("not Locked")
+	}
+	if err := w.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAttack2LockerCancelCausePhases: an Acquire cancelled with a cause
+// while queued in the process, while polling at the session, and while
+// waiting at the server returns an error matching ctx.Err() and the
+// cause, leaves the queue, and holds nothing; Stat goes back to 0.
+func TestAttack2LockerCancelCausePhases(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	const app = "a2_cancel_phases"
+	holdKeys(t, dsn, 10, 11)
+	lk := newLocker(t, dsn, app, &alock.LockerOptions{MaxSessions: 1})
+	inproc := lk.NewExclusive(alock.Key(1))
+	if err := inproc.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cause := errors.New("a2 cause")
+	type phase struct {
+		name string
+		l    *alock.Lock
+	}
+	phases := []phase{
+		{"at the server", lk.NewExclusive(alock.Key(10))},      // takes the wait slot
+		{"polling", lk.NewShare(alock.Key(11), alock.Key(12))}, // polls on the same session
+		{"queued in the process", lk.NewExclusive(alock.Key(1), alock.Key(13))},
+	}
+	errs := make([]chan error, len(phases))
+	cancels := make([]context.CancelCauseFunc, len(phases))
+	for i, p := range phases {
+		pctx, cancel := context.WithCancelCause(ctx)
+		cancels[i] = cancel
+		errs[i] = make(chan error, 1)
+		go func() { errs[i] <- p.l.Acquire(pctx) }()
+		time.Sleep(150 * time.Millisecond)
+	}
+	pgtest.WaitFor(t, "three waiting", func() bool { return lk.Stat().Waiting == 3 })
+	time.Sleep(300 * time.Millisecond)
+	for i, p := range phases {
+		start := time.Now()
+		cancels[i](cause)
+		select {
+		case err := <-errs[i]:
+			if !errors.Is(err, context.Canceled) || !errors.Is(err, cause) {
+				t.Errorf("%s: %v, want Canceled and the cause", p.name, err)
+			}
+			if time.Since(start) > time.Second {
+				t.Errorf("%s: returned %v after the cancel", p.name, time.Since(start))
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: Acquire did not return after the cancel", p.name)
+		}
+		if p.l.Locked() {
+			t.Errorf("%s: Locked after a cancelled Acquire", p.name)
+		}
+	}
+	if err := inproc.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, waiting := a2Granted(t, dsn, app)
+	if len(got) != 0 || waiting != 0 {
+		t.Errorf("pg_locks: %v, %d waiting; want nothing", got, waiting)
+	}
+	if st := lk.Stat(); st.Held != 0 || st.Waiting != 0 {
+		t.Errorf("Stat: %+v", st)
+	}
+	// The queue was left: the ids are free in the process.
+	for _, p := range phases[2:] {
+		tctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		ok, err := p.l.TryAcquire(tctx)
+		cancel()
+		if !ok || err != nil {
+			t.Errorf("TryAcquire %v after the cancel: %v %v", p.l, ok, err)
+		} else if err := p.l.Release(ctx); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// TestAttack2LockerCrossedMultiIDs: Locks over [1,2] and [2,1] (and [2,3],
+// [3,1]) hammered by many goroutines never deadlock in the process, and
+// never overlap.
+func TestAttack2LockerCrossedMultiIDs(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	const app = "a2_crossed"
+	lk := newLocker(t, dsn, app, &alock.LockerOptions{MaxSessions: 2})
+	k := alock.Key
+	sets := [][]int64{{1, 2}, {2, 1}, {2, 3}, {3, 1}}
+	var inside [4]atomic.Int32
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Go(func() {
+			for i := range 40 {
+				ns := sets[(g+i)%len(sets)]
+				l := lk.NewExclusive(k(ns[0]), k(ns[1]))
+				err := l.Do(ctx, func(context.Context) error {
+					for _, n := range ns {
+						if inside[n].Add(1) != 1 {
+							t.Errorf("%v entered while Key(%d) is held", l, n)
+						}
+					}
+					for _, n := range ns {
+						inside[n].Add(-1)
+					}
+					return nil
+				})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	if !within(t, 30*time.Second, "the crossed Locks", wg.Wait) {
+		t.FailNow()
+	}
+	if got, waiting := a2Granted(t, dsn, app); len(got)+waiting != 0 {
+		t.Errorf("pg_locks: %v, %d waiting", got, waiting)
 	}
 }
