@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgalock/alock"
 	"github.com/pgalock/alock/internal/locktest"
 	"github.com/pgalock/alock/internal/pgserver"
@@ -624,5 +626,528 @@ func TestAttack2LockerCrossedMultiIDs(t *testing.T) {
 	}
 	if got, waiting := a2Granted(t, dsn, app); len(got)+waiting != 0 {
 		t.Errorf("pg_locks: %v, %d waiting", got, waiting)
+	}
+}
+
+// a2Op runs one random operation on a random Lock, for the race tests; it
+// returns the error of the operation and whether the Lock is now one more
+// held by the caller.
+func a2Op(ctx context.Context, locks []*alock.Lock, mine *[]*alock.Lock) (string, error) {
+	l := locks[rand.IntN(len(locks))]
+	switch op := rand.IntN(8); {
+	case op < 3:
+		actx, cancel := context.WithTimeout(ctx, time.Duration(1+rand.IntN(400))*time.Millisecond)
+		defer cancel()
+		err := l.Acquire(actx)
+		if err == nil {
+			*mine = append(*mine, l)
+		}
+		return "Acquire", err
+	case op < 5:
+		ok, err := l.TryAcquire(ctx)
+		if ok {
+			*mine = append(*mine, l)
+		}
+		return "TryAcquire", err
+	case op < 6:
+		dctx, cancel := context.WithTimeout(ctx, time.Duration(1+rand.IntN(300))*time.Millisecond)
+		defer cancel()
+		return "Do", l.Do(dctx, func(context.Context) error { time.Sleep(time.Millisecond); return nil })
+	default:
+		if len(*mine) == 0 {
+			return "", nil
+		}
+		i := rand.IntN(len(*mine))
+		r := (*mine)[i]
+		*mine = slices.Delete(*mine, i, i+1)
+		return "Release", r.Release(ctx)
+	}
+}
+
+// a2LockerLocks makes Locks over keys 1..6 (5 and 6 held by another
+// process), both modes, some multi-id.
+func a2LockerLocks(lk *alock.Locker) []*alock.Lock {
+	var locks []*alock.Lock
+	k := alock.Key
+	for _, ids := range [][]alock.ID{{k(1)}, {k(2)}, {k(3)}, {k(1), k(2)}, {k(3), k(4)}, {k(5)}, {k(6), k(1)}} {
+		locks = append(locks, lk.NewExclusive(ids...), lk.NewExclusive(ids...), lk.NewShare(ids...))
+	}
+	return locks
+}
+
+// TestAttack2LockerCloseRacesTraffic: Close at a random moment while
+// goroutines use the Locker's Locks (some queued in the process, some
+// waiting or polling at the server). Every operation returns; the only
+// errors are ErrClosed (ErrLost for the Release of a hold Close ended) or
+// an explained ctx error; afterwards no session and no lock is left at the
+// server.
+func TestAttack2LockerCloseRacesTraffic(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	for round := range 4 {
+		app := fmt.Sprintf("a2_close_race_%d", round)
+		ctx := context.Background()
+		other := holdKeys(t, dsn, 5, 6)
+		lk, err := alock.NewLocker(ctx, withParam(dsn, "application_name", app), &alock.LockerOptions{MaxSessions: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		locks := a2LockerLocks(lk)
+		var wg sync.WaitGroup
+		var closed atomic.Bool
+		for range 16 {
+			wg.Go(func() {
+				var mine []*alock.Lock
+				for {
+					after := closed.Load()
+					what, err := a2Op(ctx, locks, &mine)
+					switch {
+					case err == nil, errors.Is(err, context.DeadlineExceeded):
+					case errors.Is(err, alock.ErrClosed):
+					case what == "Release" && errors.Is(err, alock.ErrLost):
+					default:
+						t.Errorf("round %d: %s: %v", round, what, err)
+					}
+					if after {
+						for _, l := range mine {
+							if err := l.Release(ctx); err == nil {
+								t.Errorf("round %d: Release after Close succeeded for %v", round, l)
+							}
+						}
+						return
+					}
+				}
+			})
+		}
+		time.Sleep(time.Duration(100+rand.IntN(600)) * time.Millisecond)
+		var cctx context.Context = ctx
+		var cancel context.CancelFunc = func() {}
+		switch round % 2 {
+		case 1:
+			cctx, cancel = context.WithTimeout(ctx, time.Duration(rand.IntN(50))*time.Millisecond)
+		}
+		cerr := lk.Close(cctx)
+		cancel()
+		closed.Store(true)
+		if cerr != nil && !errors.Is(cerr, context.DeadlineExceeded) {
+			t.Errorf("round %d: Close: %v", round, cerr)
+		}
+		if !within(t, 15*time.Second, "the workers after Close", wg.Wait) {
+			t.FailNow()
+		}
+		pgtest.WaitFor(t, "no session left", func() bool { return a2Sessions(t, dsn, app) == 0 })
+		if st := lk.Stat(); st.Sessions != 0 || st.Waiting != 0 {
+			t.Errorf("round %d: Stat after Close: %+v", round, st)
+		}
+		if err := lk.NewExclusive(alock.Key(1)).Acquire(ctx); !errors.Is(err, alock.ErrClosed) {
+			t.Errorf("round %d: Acquire after Close: %v", round, err)
+		}
+		_ = other.Close(ctx)
+	}
+}
+
+// TestAttack2LockerKillRacesTraffic: terminate one of the Locker's backends
+// while goroutines use its Locks. The only errors are losses (ErrLost);
+// MaxSessions is never exceeded (pg_stat_activity); acquisitions after the
+// loss succeed on a replacement; at quiescence pg_locks matches the Locks.
+func TestAttack2LockerKillRacesTraffic(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	const app = "a2_kill_race"
+	holdKeys(t, dsn, 5)
+	lk := newLocker(t, dsn, app, &alock.LockerOptions{MaxSessions: 2})
+	locks := a2LockerLocks(lk)
+	stop := make(chan struct{})
+	var sampler sync.WaitGroup
+	var maxSeen atomic.Int32
+	sampler.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			if n := a2Sessions(t, dsn, app); int32(n) > maxSeen.Load() {
+				maxSeen.Store(int32(n))
+			}
+		}
+	})
+	deadline := time.Now().Add(3 * time.Second)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var lostN atomic.Int32
+	held := map[*alock.Lock]int{}
+	for range 12 {
+		wg.Go(func() {
+			var mine []*alock.Lock
+			for time.Now().Before(deadline) {
+				what, err := a2Op(ctx, locks, &mine)
+				switch {
+				case err == nil, errors.Is(err, context.DeadlineExceeded):
+				case errors.Is(err, alock.ErrLost):
+					lostN.Add(1)
+					if what != "Release" { // a lost re-entrant hold: give it back
+						for i, l := range mine {
+							if !l.Locked() {
+								_ = l.Release(ctx)
+								mine = slices.Delete(mine, i, i+1)
+								break
+							}
+						}
+					}
+				default:
+					t.Errorf("%s: %v", what, err)
+				}
+			}
+			mu.Lock()
+			for _, l := range mine {
+				held[l]++
+			}
+			mu.Unlock()
+		})
+	}
+	time.Sleep(time.Second)
+	admin := pgtest.Connect(t, dsn)
+	var victim uint32
+	if err := admin.QueryRow(ctx, `SELECT pid FROM pg_stat_activity WHERE application_name = $1 ORDER BY pid LIMIT 1`, app).Scan(&victim); err != nil {
+		t.Fatal(err)
+	}
+	terminate(t, dsn, victim)
+	if !within(t, 20*time.Second, "the workers", wg.Wait) {
+		t.FailNow()
+	}
+	close(stop)
+	sampler.Wait()
+	t.Logf("%d losses reported; at most %d sessions seen", lostN.Load(), maxSeen.Load())
+	if maxSeen.Load() > 2 {
+		t.Errorf("%d sessions seen, MaxSessions is 2", maxSeen.Load())
+	}
+	// Locks the workers still count and that report the loss are dropped.
+	for l, n := range held {
+		if !l.Locked() {
+			for range n {
+				if err := l.Release(ctx); !errors.Is(err, alock.ErrLost) {
+					t.Errorf("Release of a lost %v: %v", l, err)
+				}
+			}
+			delete(held, l)
+		}
+	}
+	var want []string
+	set := map[string]bool{}
+	for l := range held {
+		for _, id := range l.IDs() {
+			set[hold(id, l.Mode())] = true
+		}
+	}
+	for h := range set {
+		want = append(want, h)
+	}
+	slices.Sort(want)
+	if got, waiting := a2Granted(t, dsn, app); !slices.Equal(got, want) || waiting != 0 {
+		t.Errorf("pg_locks at quiescence: %v (%d waiting), library holds %v", got, waiting, want)
+	}
+	for l, n := range held {
+		for range n {
+			if err := l.Release(ctx); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	for k := range 4 {
+		if err := lk.NewExclusive(alock.Key(int64(k+1))).Do(ctx, func(context.Context) error { return nil }); err != nil {
+			t.Errorf("Do after the loss: %v", err)
+		}
+	}
+	if st := lk.Stat(); st.Held != 0 || st.Waiting != 0 {
+		t.Errorf("Stat at the end: %+v", st)
+	}
+}
+
+// TestAttack2LockerExclusiveNotStarved: a stream of overlapping shares on
+// one id does not starve an exclusive that comes later (FIFO per id).
+func TestAttack2LockerExclusiveNotStarved(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	lk := newLocker(t, dsn, "a2_fifo", &alock.LockerOptions{MaxSessions: 2})
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				l := lk.NewShare(alock.Key(1))
+				if err := l.Do(ctx, func(context.Context) error { time.Sleep(5 * time.Millisecond); return nil }); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	time.Sleep(200 * time.Millisecond)
+	start := time.Now()
+	actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	err := lk.NewExclusive(alock.Key(1)).Do(actx, func(context.Context) error { return nil })
+	cancel()
+	took := time.Since(start)
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		t.Fatalf("exclusive behind a stream of shares: %v after %v", err, took)
+	}
+	t.Logf("exclusive got in after %v", took)
+}
+
+// TestAttack2LockerLeadKill: two Lockers campaign for one id; the leader's
+// backend is terminated: its fn's ctx ends with a cause wrapping ErrLost,
+// its Lead returns an error wrapping ErrLost, and the other leads within a
+// second, with a larger token.
+func TestAttack2LockerLeadKill(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	opts := &alock.LockerOptions{Session: alock.SessionOptions{Fencing: true, FenceSequence: "a2_lead_fence"}}
+	a := newLocker(t, dsn, "a2_lead_a", opts)
+	b := newLocker(t, dsn, "a2_lead_b", opts)
+	type term struct {
+		who   string
+		token int64
+		at    time.Time
+		cause error
+	}
+	terms := make(chan term, 4)
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	results := make(chan error, 2)
+	lead := func(who string, lk *alock.Locker) {
+		results <- lk.Lead(lctx, alock.Name("a2 leader"), func(fctx context.Context, token int64) error {
+			terms <- term{who: who, token: token, at: time.Now()}
+			<-fctx.Done()
+			terms <- term{who: who, cause: context.Cause(fctx), at: time.Now()}
+			return nil
+		})
+	}
+	go lead("a", a)
+	first := <-terms
+	go lead("b", b)
+	time.Sleep(300 * time.Millisecond)
+	admin := pgtest.Connect(t, dsn)
+	var victim uint32
+	if err := admin.QueryRow(ctx, `SELECT pid FROM pg_stat_activity WHERE application_name = $1`, "a2_lead_"+first.who).Scan(&victim); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	terminate(t, dsn, victim)
+	var ended, second term
+	for range 2 {
+		select {
+		case tm := <-terms:
+			if tm.token == 0 && tm.who == first.who {
+				ended = tm
+			} else {
+				second = tm
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("no new term and no end within 5 s of the kill")
+		}
+	}
+	if !errors.Is(ended.cause, alock.ErrLost) {
+		t.Errorf("the killed leader's fn ctx cause: %v, want ErrLost", ended.cause)
+	}
+	if second.who == first.who || second.at.Sub(killed) > time.Second {
+		t.Errorf("second term %+v, %v after the kill; want the other Locker within a second", second, second.at.Sub(killed))
+	}
+	if second.token <= first.token {
+		t.Errorf("tokens %d then %d", first.token, second.token)
+	}
+	if err := <-results; !errors.Is(err, alock.ErrLost) {
+		t.Errorf("the killed leader's Lead: %v, want ErrLost", err)
+	}
+	cancel()
+	if err := <-results; err != nil && !errors.Is(err, context.Canceled) {
+		t.Errorf("the second leader's Lead: %v", err)
+	}
+}
+
+// TestAttack2LockerTinyDeadlines: deadlines shorter than a round trip, on
+// every operation, while others hold the ids: only deadline errors, and
+// nothing left held (library, Stat and server).
+func TestAttack2LockerTinyDeadlines(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	const app = "a2_tiny"
+	lk := newLocker(t, dsn, app, &alock.LockerOptions{MaxSessions: 2})
+	holdKeys(t, dsn, 3)
+	k := alock.Key
+	var locks []*alock.Lock
+	for _, ids := range [][]alock.ID{{k(1)}, {k(2)}, {k(1), k(2)}, {k(3)}, {k(2), k(3)}} {
+		locks = append(locks, lk.NewExclusive(ids...), lk.NewShare(ids...))
+	}
+	var wg sync.WaitGroup
+	for range 12 {
+		wg.Go(func() {
+			for range 60 {
+				l := locks[rand.IntN(len(locks))]
+				dctx, cancel := context.WithTimeoutCause(ctx, time.Duration(rand.IntN(3000))*time.Microsecond, errCause)
+				var err error
+				var ok bool
+				switch rand.IntN(3) {
+				case 0:
+					if err = l.Acquire(dctx); err == nil {
+						ok = true
+					}
+				case 1:
+					ok, err = l.TryAcquire(dctx)
+				case 2:
+					err = l.Do(dctx, func(context.Context) error { return nil })
+				}
+				cancel()
+				if err != nil && (!errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, errCause)) {
+					t.Errorf("%v: %v; want DeadlineExceeded and the cause", l, err)
+				}
+				if ok {
+					if err := l.Release(ctx); err != nil {
+						t.Errorf("Release %v: %v", l, err)
+					}
+				}
+			}
+		})
+	}
+	if !within(t, 30*time.Second, "the workers", wg.Wait) {
+		t.FailNow()
+	}
+	for _, l := range locks {
+		if l.Locked() {
+			t.Errorf("%v Locked at the end", l)
+		}
+	}
+	if got, waiting := a2Granted(t, dsn, app); len(got)+waiting != 0 {
+		t.Errorf("pg_locks at the end: %v, %d waiting", got, waiting)
+	}
+	if st := lk.Stat(); st.Held != 0 || st.Waiting != 0 {
+		t.Errorf("Stat at the end: %+v", st)
+	}
+}
+
+// TestAttack2TryAcquireBehindOwnBlockedAcquire: the issue: "a Release, a
+// TryAcquire or another id's Acquire never waits behind a blocked wait". A
+// Lock shared by goroutines: one Acquires it and waits (another process
+// holds the id); another goroutine's TryAcquire of the same Lock must
+// return (false) at once, not wait until the Acquire is granted.
+func TestAttack2TryAcquireBehindOwnBlockedAcquire(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	holdKeys(t, dsn, 1)
+	lk := newLocker(t, dsn, "a2_try_behind", nil)
+	s := attackSession(t, dsn, nil)
+	for _, c := range []struct {
+		name string
+		l    *alock.Lock
+	}{{"Locker", lk.NewExclusive(alock.Key(1))}, {"Session", s.NewExclusive(alock.Key(1))}} {
+		t.Run(c.name, func(t *testing.T) {
+			actx, cancel := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- c.l.Acquire(actx) }()
+			time.Sleep(300 * time.Millisecond) // waiting
+			tctx, tcancel := context.WithTimeout(ctx, 3*time.Second)
+			start := time.Now()
+			ok, err := c.l.TryAcquire(tctx)
+			took := time.Since(start)
+			tcancel()
+			cancel()
+			<-done
+			if took > time.Second {
+				t.Errorf("TryAcquire of a Lock another goroutine waits for: %v %v after %v; want false at once", ok, err, took)
+			}
+		})
+	}
+}
+
+// TestAttack2GuardPoolModes: with a real pgxpool, a connection given back
+// while a share Lock, or a Lock taken by TryAcquire, or a re-entrant Lock
+// counted down once, still holds is destroyed; one given back after the
+// Locks' last Release is reused.
+func TestAttack2GuardPoolModes(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = 1
+	alock.GuardPool(cfg, nil)
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	for i, leave := range []func(c *pgx.Conn) (release func()){
+		func(c *pgx.Conn) func() { // share
+			l := alock.NewShare(c, alock.Key(1))
+			mustAcquire(t, l)
+			return nil
+		},
+		func(c *pgx.Conn) func() { // TryAcquire
+			l := alock.NewExclusive(c, alock.Key(2), alock.Key(3))
+			if ok, err := l.TryAcquire(ctx); !ok || err != nil {
+				t.Fatal(ok, err)
+			}
+			return nil
+		},
+		func(c *pgx.Conn) func() { // re-entrant, counted down once
+			l := alock.NewExclusive(c, alock.Key(4))
+			mustAcquire(t, l)
+			mustAcquire(t, l)
+			mustRelease(t, l)
+			return nil
+		},
+		func(c *pgx.Conn) func() { // two Locks sharing a key, one released
+			a, b := alock.NewShare(c, alock.Key(5)), alock.NewShare(c, alock.Key(5))
+			mustAcquire(t, a)
+			mustAcquire(t, b)
+			mustRelease(t, a)
+			return nil
+		},
+	} {
+		pc, err := pool.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid := pc.Conn().PgConn().PID()
+		leave(pc.Conn())
+		pc.Release()
+		pgtest.WaitFor(t, "the backend gone", func() bool { return len(pgtest.AdvisoryLocks(t, dsn, pid)) == 0 })
+		pc, err = pool.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pc.Conn().PgConn().PID() == pid {
+			t.Errorf("case %d: a connection given back holding a lock was reused", i)
+		}
+		// A clean cycle: reused.
+		pid = pc.Conn().PgConn().PID()
+		l := alock.NewExclusive(pc.Conn(), alock.Key(9))
+		mustAcquire(t, l)
+		mustAcquire(t, l)
+		mustRelease(t, l)
+		mustRelease(t, l)
+		pc.Release()
+		pc, err = pool.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pc.Conn().PgConn().PID() != pid {
+			t.Errorf("case %d: a clean connection was not reused", i)
+		}
+		pc.Release()
 	}
 }
