@@ -1151,3 +1151,94 @@ func TestAttack2GuardPoolModes(t *testing.T) {
 		pc.Release()
 	}
 }
+
+// TestAttack2SessionBatchSettle: rounds of many tries released at once (so
+// that they share batches) over overlapping multi-id Locks in both modes,
+// extreme keys and pairs, while another session holds some ids: after each
+// round the server holds exactly the ids of the tries that succeeded, and
+// after the releases nothing.
+func TestAttack2SessionBatchSettle(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	s := attackSession(t, dsn, nil)
+	other := pgtest.Connect(t, dsn)
+	ids := []alock.ID{alock.Key(-1 << 63), alock.Key(1<<63 - 1), alock.Key(0), alock.Key(-1),
+		alock.Pair(-1, -2), alock.Pair(-1<<31, 1<<31-1), alock.Pair(0, 0), alock.Name("a2 batch")}
+	var locks []*alock.Lock
+	for i := range ids {
+		a, b := ids[i], ids[(i+1)%len(ids)]
+		locks = append(locks, s.NewExclusive(a), s.NewShare(a), s.NewExclusive(a, b), s.NewShare(b, a))
+	}
+	for round := range 30 {
+		// Another session holds one id, in one mode, for the round.
+		busy := ids[rand.IntN(len(ids))]
+		fn := "pg_advisory_lock"
+		if round%2 == 1 {
+			fn = "pg_advisory_lock_shared"
+		}
+		c, o, sub := busy.LockTag()
+		if sub == 1 {
+			_, err := other.Exec(ctx, "SELECT "+fn+"($1::bigint)", int64(c)<<32|int64(o))
+			if err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			if _, err := other.Exec(ctx, "SELECT "+fn+"($1::int, $2::int)", int32(c), int32(o)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		got := make([]bool, len(locks))
+		for i, l := range locks {
+			wg.Go(func() {
+				<-start
+				ok, err := l.TryAcquire(ctx)
+				if err != nil {
+					t.Errorf("TryAcquire %v: %v", l, err)
+				}
+				got[i] = ok
+			})
+		}
+		close(start)
+		wg.Wait()
+		set := map[string]bool{}
+		for i, l := range locks {
+			if got[i] != l.Locked() {
+				t.Errorf("round %d: %v: TryAcquire %v, Locked %v", round, l, got[i], l.Locked())
+			}
+			if got[i] {
+				for _, id := range l.IDs() {
+					norm, _ := alock.FromLockTag(id.LockTag()) // as pg_locks renders it
+					set[hold(norm, l.Mode())] = true
+				}
+			}
+		}
+		var want []string
+		for h := range set {
+			want = append(want, h)
+		}
+		slices.Sort(want)
+		if have := locktest.Holds(t, dsn, s.PID()); !slices.Equal(have, want) {
+			t.Fatalf("round %d (other holds %v by %s): pg_locks %v, library holds %v", round, busy, fn, have, want)
+		}
+		var rel sync.WaitGroup
+		for i, l := range locks {
+			if got[i] {
+				rel.Go(func() {
+					if err := l.Release(ctx); err != nil {
+						t.Errorf("Release %v: %v", l, err)
+					}
+				})
+			}
+		}
+		rel.Wait()
+		if have := locktest.Holds(t, dsn, s.PID()); len(have) != 0 {
+			t.Fatalf("round %d: pg_locks after the releases: %v", round, have)
+		}
+		if _, err := other.Exec(ctx, "SELECT pg_advisory_unlock_all()"); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
