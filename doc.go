@@ -53,7 +53,11 @@
 // process. A waiter that shares its session with another wait polls with
 // try-locks every 5 to 200 ms; a try-lock cannot overtake a waiter queued
 // in the server, so such a poller can be overtaken by other processes'
-// blocked waiters, never the reverse.
+// blocked waiters, never the reverse. A Lock whose session was lost keeps
+// its place in the process until its owner calls Release (the count is the
+// owner's): other processes may take the id at once, the process's own
+// goroutines queued behind it only after that Release. A goroutine that
+// waited on a lost session, holding nothing, waits on another session.
 //
 // # Partitions: a bounded, ordered takeover
 //

@@ -103,7 +103,9 @@ func (l *Lock) Acquire(ctx context.Context) error {
 // elsewhere in a conflicting mode it returns false and this Lock holds
 // nothing on the server (ids it took on the way are given back, in a second
 // round trip). If the Lock is already held it increments the count and
-// returns true. Cancellation and failures are handled as for Acquire.
+// returns true. Cancellation and failures are handled as for Acquire. On a
+// Lock shared by goroutines (a Session's or a Locker's), a TryAcquire while
+// another goroutine waits to acquire the same Lock returns false at once.
 func (l *Lock) TryAcquire(ctx context.Context) (bool, error) {
 	ctx = l.traceStart(ctx)
 	var ok bool

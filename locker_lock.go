@@ -27,6 +27,7 @@ type lockerLock struct {
 	mu        sync.Mutex
 	count     int
 	releasing bool
+	waiting   bool            // the goroutine that has the turn acquires without trying
 	hold      *lockerHold     // nil while not held
 	lost      <-chan struct{} // the Lost channel of the latest hold
 }
@@ -103,12 +104,17 @@ func (k *lockerLock) acquire(ctx context.Context, try bool) (bool, error) {
 		k.lk.waiting.Add(-1)
 		k.lk.waitNanos.Add(int64(time.Since(start)))
 	}()
-	select {
-	case k.turn <- struct{}{}:
-	case <-ctx.Done():
-		return false, fmt.Errorf("alock: %s %s: %w", op, k.l, core.CtxErr(ctx))
+	if got, err := k.takeTurn(ctx, try); err != nil || !got {
+		if err != nil {
+			err = fmt.Errorf("alock: %s %s: %w", op, k.l, err)
+		}
+		return false, err
 	}
 	defer func() { <-k.turn }()
+	if !try {
+		k.setWaiting(true)
+		defer k.setWaiting(false)
+	}
 	if done, err := k.countOnly(op); done {
 		return err == nil, err
 	}
@@ -143,9 +149,33 @@ func (k *lockerLock) take(ctx context.Context, op string, try bool) (*lockerHold
 	if err := lk.table.await(ctx, lk.mu.Lock, lk.mu.Unlock, req); err != nil {
 		return nil, false, fmt.Errorf("alock: %s %s: %w", op, k.l, err)
 	}
+	for {
+		h, ok, err := k.takeOnSession(ctx, op, try, req)
+		// A session lost while the goroutine waited on it took nothing of
+		// it: the wait goes on, on another session.
+		if !errors.Is(err, ErrLost) || try || ctx.Err() != nil {
+			return h, ok, err
+		}
+		lk.mu.Lock()
+		closed := lk.closed
+		lk.mu.Unlock()
+		if closed {
+			return h, ok, err
+		}
+		if err := sleepCtx(ctx, 10*time.Millisecond); err != nil {
+			k.leave(&lockerHold{req: req})
+			return nil, false, fmt.Errorf("alock: %s %s: %w", op, k.l, err)
+		}
+	}
+}
+
+// takeOnSession takes the ids, granted in the process by req, on a session.
+// On failure it gives back req, unless the failure was a session lost
+// during an Acquire: then req stays granted, for the caller to try again.
+func (k *lockerLock) takeOnSession(ctx context.Context, op string, try bool, req *tableRequest) (*lockerHold, bool, error) {
 	h := &lockerHold{req: req}
 	var err error
-	if h.session, h.unload, err = lk.session(ctx); err != nil {
+	if h.session, h.unload, err = k.lk.session(ctx); err != nil {
 		k.leave(h)
 		return nil, false, fmt.Errorf("alock: %s %s: %w", op, k.l, err)
 	}
@@ -156,11 +186,27 @@ func (k *lockerLock) take(ctx context.Context, op string, try bool) (*lockerHold
 	} else {
 		err = h.core.Acquire(ctx)
 	}
-	if !ok || err != nil {
-		k.leave(h)
-		return nil, false, lostError(k.l.ids, err)
+	if ok && err == nil {
+		return h, true, nil
 	}
-	return h, true, nil
+	if !try && errors.Is(err, ErrLost) && ctx.Err() == nil {
+		h.unload()
+		return nil, false, err
+	}
+	k.leave(h)
+	return nil, false, lostError(k.l.ids, err)
+}
+
+// sleepCtx waits for d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return core.CtxErr(ctx)
+	}
 }
 
 // coreOn returns the Lock's core Lock on s; the caller has the turn.
@@ -215,6 +261,12 @@ func (k *lockerLock) release(ctx context.Context) error {
 	h := k.hold
 	k.mu.Unlock()
 	err := lostError(k.l.ids, h.core.Release(ctx))
+	if err != nil && h.core.Count() > 0 { // not released (the session was busy): still held
+		k.mu.Lock()
+		k.releasing = false
+		k.mu.Unlock()
+		return err
+	}
 	if errors.Is(err, ErrLost) {
 		k.lk.losses.Add(1)
 	}
@@ -267,4 +319,40 @@ func (k *lockerLock) lostChan() <-chan struct{} {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.lost
+}
+
+// takeTurn waits for the Lock's turn until ctx ends; for a try it gives up
+// (got false) as soon as the goroutine that has the turn is acquiring the
+// Lock by waiting: a try never waits behind a blocked wait, even of its own
+// Lock.
+func (k *lockerLock) takeTurn(ctx context.Context, try bool) (got bool, err error) {
+	var tick <-chan time.Time
+	if try {
+		t := time.NewTicker(2 * time.Millisecond)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case k.turn <- struct{}{}:
+			return true, nil
+		case <-ctx.Done():
+			return false, core.CtxErr(ctx)
+		case <-tick:
+			k.mu.Lock()
+			waiting := k.waiting
+			k.mu.Unlock()
+			if waiting {
+				return false, nil
+			}
+		}
+	}
+}
+
+// setWaiting marks whether the goroutine that has the turn acquires by
+// waiting.
+func (k *lockerLock) setWaiting(on bool) {
+	k.mu.Lock()
+	k.waiting = on
+	k.mu.Unlock()
 }

@@ -39,6 +39,10 @@ func newTable() table { return table{ids: make(map[core.Tag]*tableEntry)} }
 // can be. The caller holds the Locker's mutex.
 func (t *table) request(m Mode, tags []core.Tag) *tableRequest {
 	r := &tableRequest{mode: m, tags: tags, granted: make(chan struct{})}
+	if len(tags) == 0 { // nothing to wait for
+		close(r.granted)
+		return r
+	}
 	for _, tag := range tags {
 		e := t.ids[tag]
 		if e == nil {

@@ -77,8 +77,11 @@ func (l *Lock) acquire(ctx context.Context, op operation, try bool) (bool, error
 	if counted, err := l.countOnly(op); counted {
 		return err == nil, err
 	}
-	if err := l.takeTurn(ctx); err != nil {
-		return false, fmt.Errorf("alock: %s: %w", op, err)
+	if got, err := l.takeTurnUnlessWaiting(ctx, try); err != nil || !got {
+		if err != nil {
+			err = fmt.Errorf("alock: %s: %w", op, err)
+		}
+		return false, err
 	}
 	defer l.giveTurn()
 	if l.guard != nil {
@@ -89,6 +92,10 @@ func (l *Lock) acquire(ctx context.Context, op operation, try bool) (bool, error
 		if ok, done, err := l.acquireBatched(ctx, op, try); done {
 			return ok, l.explainGone(err)
 		}
+	}
+	if !try {
+		l.setWaiting(true)
+		defer l.setWaiting(false)
 	}
 	pause := pollMin
 	for {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 )
 
 // A Guard shares a session among goroutines (a Session's, and its
@@ -29,6 +30,7 @@ type hold struct {
 	mu        sync.Mutex
 	count     int
 	releasing bool          // the last Release is unlocking: no count-only Acquire
+	waiting   bool          // the goroutine that has the turn waits for the lock
 	lost      chan struct{} // closed when the current hold is lost
 	gone      bool          // the current hold is lost
 	token     int64         // fencing token of the current hold
@@ -81,6 +83,9 @@ func (l *Lock) isLost() bool {
 	l.state.mu.Unlock()
 	return gone || l.conn.Closed()
 }
+
+// Count returns the acquisition count.
+func (l *Lock) Count() int { return l.count() }
 
 // count returns the acquisition count.
 func (l *Lock) count() int {
@@ -147,6 +152,43 @@ func (l *Lock) takeTurn(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctxErr(ctx)
 	}
+}
+
+// takeTurnUnlessWaiting is takeTurn; for a try it gives up (got false)
+// as soon as the goroutine that has the turn waits for the lock: a try
+// never waits behind a blocked wait, even of its own Lock.
+func (l *Lock) takeTurnUnlessWaiting(ctx context.Context, try bool) (got bool, err error) {
+	if !try || l.guard == nil {
+		if err := l.takeTurn(ctx); err != nil {
+			return false, err
+		}
+		return true, nil
+	}
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case l.turn <- struct{}{}:
+			return true, nil
+		case <-ctx.Done():
+			return false, ctxErr(ctx)
+		case <-tick.C:
+			l.state.mu.Lock()
+			waiting := l.state.waiting
+			l.state.mu.Unlock()
+			if waiting {
+				return false, nil
+			}
+		}
+	}
+}
+
+// setWaiting marks whether the goroutine that has the turn waits for the
+// lock.
+func (l *Lock) setWaiting(on bool) {
+	l.state.mu.Lock()
+	l.state.waiting = on
+	l.state.mu.Unlock()
 }
 
 // giveTurn ends the caller's turn.
