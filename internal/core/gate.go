@@ -163,22 +163,8 @@ func (g *Gate) Shut(ctx context.Context, cause error) bool {
 		close(w.ready)
 	}
 	g.preemptLocked()
-	if !g.busy {
-		g.busy = true
-		g.mu.Unlock()
-		return true
-	}
-	if g.drained == nil {
-		g.drained = make(chan struct{})
-	}
-	drained := g.drained
 	g.mu.Unlock()
-	select {
-	case <-drained:
-	case <-ctx.Done():
-		return false
-	}
-	return g.EnterShut(context.Background())
+	return g.EnterShut(ctx)
 }
 
 // EnterShut waits, until ctx ends, for the connection of a shut gate.
