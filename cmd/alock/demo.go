@@ -78,6 +78,7 @@ type demo struct {
 	observer *pgx.Conn
 	a, b, c  *session
 	names    map[alock.ID]alock.ID // Key(NameKey(n)) -> Name(n), for display
+	dsn      string                // for the Locker's sessions
 	held     []*alock.Lock         // locks still held when a step ends
 }
 
@@ -91,7 +92,7 @@ func runDemo(ctx context.Context, out io.Writer, dsn string) error {
 	}
 	defer d.close()
 	steps := []func(context.Context) error{
-		d.intro, d.stepExclusive, d.stepShare, d.stepAllOrNothing, d.stepCancelledWait, d.finish,
+		d.intro, d.stepExclusive, d.stepShare, d.stepAllOrNothing, d.stepCancelledWait, d.stepLocker, d.finish,
 	}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
@@ -113,6 +114,7 @@ func connectDemo(ctx context.Context, out io.Writer, dsn string) (*demo, error) 
 		conns = append(conns, c)
 	}
 	return &demo{
+		dsn:      dsn,
 		out:      out,
 		observer: conns[0],
 		a:        &session{"A", conns[1]},
