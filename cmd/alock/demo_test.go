@@ -72,7 +72,7 @@ func TestDemo(t *testing.T) {
 	expectLine(t, step4, "step 4", `^\s+A\s+\d+\s+Key\(10\)\s+ExclusiveLock\s+true$`)
 
 	step5 := section(t, out, "Step 5")
-	expectLine(t, step5, "step 5", `^Done: 200 acquisitions, 0 overlapping critical sections, at most [12] sessions open \(MaxSessions 2\)\.$`)
+	expectLine(t, step5, "step 5", `^Done: 200 acquisitions, 0 overlapping critical sections; sessions open: at most [12] \(MaxSessions 2\)\.$`)
 
 	done := section(t, out, "Done")
 	expectLine(t, done, "end", `^\s+\(no advisory locks\)$`)
