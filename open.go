@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -72,6 +71,9 @@ func OpenConfig(ctx context.Context, cfg *pgx.ConnConfig, opts *SessionOptions) 
 	if err == nil {
 		err = setServerTimeout(ctx, conn, b)
 	}
+	if err == nil && o.Fencing {
+		o.FenceSequence, err = prepareFence(ctx, conn, o.FenceSequence)
+	}
 	if err != nil {
 		_ = conn.Close(context.WithoutCancel(ctx))
 		return nil, err
@@ -125,7 +127,7 @@ func tcpConn(c net.Conn) (*net.TCPConn, bool) {
 	}
 }
 
-// check refuses standbys and poolers, creates the fencing sequence, and
+// check refuses standbys and poolers, and
 // returns the session's idle_session_timeout (0 for none).
 func check(ctx context.Context, conn *pgx.Conn, o SessionOptions) (time.Duration, error) {
 	var pid uint32
@@ -145,9 +147,6 @@ func check(ctx context.Context, conn *pgx.Conn, o SessionOptions) (time.Duration
 	if idleMillis != nil {
 		idle = time.Duration(*idleMillis) * time.Millisecond
 	}
-	if o.Fencing {
-		return idle, createFence(ctx, conn, o.FenceSequence)
-	}
 	return idle, nil
 }
 
@@ -163,24 +162,6 @@ func probeInterval(keepalive, idleTimeout time.Duration) time.Duration {
 		keepalive = min(keepalive, idleTimeout/3)
 	}
 	return keepalive
-}
-
-// createFence creates the fencing sequence if it is missing. CREATE SEQUENCE
-// IF NOT EXISTS is not safe against a concurrent creator, which makes it
-// fail with a unique violation (23505) or "already exists" (42P07) once the
-// other has committed: then it exists, as a second try confirms.
-func createFence(ctx context.Context, conn *pgx.Conn, sequence string) error {
-	name := pgx.Identifier(strings.Split(sequence, ".")).Sanitize()
-	var err error
-	for range 3 {
-		if _, err = conn.Exec(ctx, "CREATE SEQUENCE IF NOT EXISTS "+name); err == nil {
-			return nil
-		}
-		if state := core.SQLState(err); state != "23505" && state != "42P07" {
-			break
-		}
-	}
-	return fmt.Errorf("alock: open: create the fencing sequence %s: %w", name, err)
 }
 
 // errPooler says which backend answered for which.

@@ -95,11 +95,16 @@ type SessionOptions struct {
 	// unix socket.
 	ServerTimeout time.Duration
 	// Fencing makes every acquisition draw a fencing token (see Lock.Token)
-	// from the sequence FenceSequence, which Open creates if it is missing.
-	// It costs one more round trip per acquisition.
+	// from the sequence FenceSequence. Open creates the sequence if it is
+	// missing (which on PostgreSQL 15 and later an ordinary role may not do
+	// in the schema public: see the package documentation), and refuses one
+	// that can hand out tokens out of order (CACHE above 1, CYCLE, or an
+	// INCREMENT that is not positive).
 	Fencing bool
-	// FenceSequence names the sequence of fencing tokens, optionally
-	// schema-qualified. Default "alock_fence".
+	// FenceSequence names the sequence of fencing tokens. A name without a
+	// schema is in the schema public, never resolved through the role's
+	// search_path: every holder of a lock must draw from the same sequence.
+	// Default "alock_fence", that is public.alock_fence.
 	FenceSequence string
 	// AllowStandby lets the session take locks on a hot standby, whose locks
 	// the primary never sees. Default false: Open returns ErrStandby.
