@@ -69,6 +69,35 @@ func TestRoundTrips(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Fenced: the token is drawn in the lock statement, and a failed try draws none.
+	if _, err := other.Exec(ctx, "CREATE SEQUENCE public.alock_fence"); err != nil {
+		t.Fatal(err)
+	}
+	fenced := alock.NewFencedExclusive(conn, `"public"."alock_fence"`, alock.Key(5), alock.Key(6))
+	expectRoundTrips(t, counter, "fenced Acquire", 1, func() { mustAcquire(t, fenced) })
+	if fenced.Token() != 1 {
+		t.Errorf("fenced token %d, want 1", fenced.Token())
+	}
+	expectRoundTrips(t, counter, "fenced Release", 1, func() { mustRelease(t, fenced) })
+	expectRoundTrips(t, counter, "fenced TryAcquire", 1, func() {
+		if ok, err := fenced.TryAcquire(ctx); !ok || err != nil {
+			t.Fatalf("TryAcquire: %v %v", ok, err)
+		}
+	})
+	mustRelease(t, fenced)
+	if _, err := other.Exec(ctx, "SELECT pg_advisory_lock(6)"); err != nil {
+		t.Fatal(err)
+	}
+	expectRoundTrips(t, counter, "failed fenced TryAcquire", 2, func() {
+		if ok, err := fenced.TryAcquire(ctx); ok || err != nil {
+			t.Fatalf("TryAcquire: %v %v", ok, err)
+		}
+	})
+	var drawn int64
+	if err := other.QueryRow(ctx, "SELECT last_value FROM public.alock_fence").Scan(&drawn); err != nil || drawn != 2 {
+		t.Errorf("the sequence is at %d (%v) after two grants and a failed try, want 2", drawn, err)
+	}
+
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)

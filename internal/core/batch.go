@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 )
 
 // Batching: on a shared session (a Guard) the uncontended operations of
@@ -91,10 +92,13 @@ func (l *Lock) runBatch(ops []*batchOp) {
 			}
 		}
 	}
-	flags, err := l.runRows(rows, singleStatement(ops, rows))
+	flags, pid, err := l.runRows(rows, singleStatement(ops, rows))
 	if err != nil && SQLState(err) != "" && !l.conn.Closed() {
 		l.reconcile(ops, sent, err) // e.g. a full lock table (53200)
 		return
+	}
+	if err == nil {
+		err = l.checkBackend(operation{"batch", l.label}, pid)
 	}
 	if err != nil {
 		err = l.abandon(context.Background(), "batch", err)
@@ -103,14 +107,14 @@ func (l *Lock) runBatch(ops []*batchOp) {
 		}
 		return
 	}
-	l.settle(ops, sent, flags)
+	l.settle(ops, sent, flags, pid)
 }
 
 // settle hands out a batch's results: an unlock is ok if every tag was
 // held; a try is ok if each of its tags was held before or taken now. Tags
 // taken for tries that failed, and that no successful try uses, are given
 // back.
-func (l *Lock) settle(ops []*batchOp, sent map[holdKey]int, flags []bool) {
+func (l *Lock) settle(ops []*batchOp, sent map[holdKey]int, flags []bool, pid uint32) {
 	key := l.conn.Key()
 	used := make(map[int]bool)
 	for _, op := range ops {
@@ -133,7 +137,7 @@ func (l *Lock) settle(ops []*batchOp, sent map[holdKey]int, flags []bool) {
 					used[i] = true
 				}
 			}
-			addHolds(key, op.l.mode, op.l.tags)
+			addHolds(key, op.l.mode, op.l.tags, pid, 0) // batched Locks are unfenced
 		}
 	}
 	var back batchRows
@@ -145,7 +149,7 @@ func (l *Lock) settle(ops []*batchOp, sent map[holdKey]int, flags []bool) {
 	if len(back.ops) == 0 {
 		return
 	}
-	if _, err := l.runRows(back, nil); err != nil {
+	if _, _, err := l.runRows(back, nil); err != nil {
 		err = l.abandon(context.Background(), "batch give back", err)
 		for _, op := range ops {
 			if !op.ok && !op.unlock {
@@ -188,13 +192,14 @@ func (r *batchRows) add(m Mode, tags []Tag, unlock bool) int {
 
 // batchSQL runs one lock function per row, chosen by its op code (bit 0:
 // unlock, bit 1: share, bit 2: pair), and returns their results as '1'/'0'
-// characters in row order. CASE evaluates only the branch it picks.
-const batchSQL = `SELECT string_agg((CASE op
+// characters in row order, then the backend pid, as unlockStatement does:
+// "flags:pid". CASE evaluates only the branch it picks.
+const batchSQL = `SELECT concat(string_agg((CASE op
   WHEN 0 THEN pg_try_advisory_lock(k)          WHEN 1 THEN pg_advisory_unlock(k)
   WHEN 2 THEN pg_try_advisory_lock_shared(k)   WHEN 3 THEN pg_advisory_unlock_shared(k)
   WHEN 4 THEN pg_try_advisory_lock(k1, k2)     WHEN 5 THEN pg_advisory_unlock(k1, k2)
   WHEN 6 THEN pg_try_advisory_lock_shared(k1, k2) WHEN 7 THEN pg_advisory_unlock_shared(k1, k2)
-  END)::int::text, '' ORDER BY o)
+  END)::int::text, '' ORDER BY o), ':', pg_backend_pid())
 FROM unnest($1::int2[], $2::int8[], $3::int4[], $4::int4[]) WITH ORDINALITY AS t(op, k, k1, k2, o)`
 
 // singleStatement returns, for a batch of one op, the op's own statement,
@@ -213,7 +218,7 @@ func singleStatement(ops []*batchOp, rows batchRows) *statement {
 	case len(rows.ops) == len(op.l.tags):
 		st = op.l.tryAll
 	default:
-		st = tryStatement(op.l.mode, unheldRows(rows))
+		st = tryStatement(op.l.mode, unheldRows(rows), "")
 	}
 	return &st
 }
@@ -232,10 +237,10 @@ func unheldRows(r batchRows) []Tag {
 }
 
 // runRows sends the rows (or single, a statement with the same flags) and
-// returns one flag per row.
-func (l *Lock) runRows(r batchRows, single *statement) ([]bool, error) {
+// returns one flag per row and the backend that ran them.
+func (l *Lock) runRows(r batchRows, single *statement) ([]bool, uint32, error) {
 	if len(r.ops) == 0 {
-		return nil, nil
+		return nil, 0, nil
 	}
 	// No deadline, as for an operation under a context that cannot end: a
 	// batch serves several callers, and a Session's TCP keepalive bounds a
@@ -251,13 +256,15 @@ func (l *Lock) runRows(r batchRows, single *statement) ([]bool, error) {
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	flags, ok := parseFlags(text, len(r.ops))
-	if !ok {
-		return nil, errors.New("unexpected batch result " + strconv.Quote(text))
+	// A try statement ends with an (empty) token: "flags:pid:".
+	rep, ok := parseReply(strings.TrimSuffix(text, ":"), true, false)
+	flags, ok2 := parseFlags(rep.flags, len(r.ops))
+	if !ok || !ok2 {
+		return nil, 0, errors.New("unexpected batch result " + strconv.Quote(text))
 	}
-	return flags, nil
+	return flags, rep.pid, nil
 }
 
 // acquireBatched is an acquisition's first try, batched. done reports that
@@ -336,7 +343,7 @@ func (l *Lock) reconcile(ops []*batchOp, sent map[holdKey]int, cause error) {
 		}
 	}
 	var err error
-	if _, err = l.runRows(back, nil); err != nil {
+	if _, _, err = l.runRows(back, nil); err != nil {
 		err = l.abandon(ctx, "batch give back", errors.Join(cause, err))
 	}
 	for _, op := range ops {

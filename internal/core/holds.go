@@ -8,26 +8,43 @@ type holdKey struct {
 	mode Mode
 }
 
+// grant is one server-level hold: how many Locks count it, and the fencing
+// token drawn when the server granted it (0 if unfenced). Every Lock that
+// shares the hold shares its token: one server grant, one token.
+type grant struct {
+	locks int
+	token int64
+}
+
+// sessionHolds is what the library knows of one session while it holds
+// anything: its holds, and the backend pid that answered its first lock
+// statement, which every later one must match (see checkBackend).
+type sessionHolds struct {
+	pid    uint32
+	grants map[holdKey]*grant
+}
+
 // holds counts, per session and (tag, mode), the Locks that hold it. The
 // library takes one server-level hold per (session, tag, mode) whatever the
 // number of Locks, so that after a failure "is it held on the server?" tells
-// whether the failed statement took it.
+// whether the failed statement took it. A session's entry goes when its last
+// hold does.
 var holds = struct {
 	sync.Mutex
-	m map[any]map[holdKey]int
-}{m: make(map[any]map[holdKey]int)}
+	m map[any]*sessionHolds
+}{m: make(map[any]*sessionHolds)}
 
 // unheld returns the tags of tags that no Lock holds in mode m on the session.
 func unheld(session any, m Mode, tags []Tag) []Tag {
 	holds.Lock()
 	defer holds.Unlock()
-	counts := holds.m[session]
-	if len(counts) == 0 {
+	s := holds.m[session]
+	if s == nil {
 		return tags
 	}
 	var out []Tag
 	for _, t := range tags {
-		if counts[holdKey{t, m}] == 0 {
+		if s.grants[holdKey{t, m}] == nil {
 			out = append(out, t)
 		}
 	}
@@ -35,17 +52,34 @@ func unheld(session any, m Mode, tags []Tag) []Tag {
 }
 
 // addHolds records that one more Lock holds tags in mode m on the session.
-func addHolds(session any, m Mode, tags []Tag) {
+// The tags no Lock held yet were just granted by a statement that ran on
+// backend pid and drew token. It returns the Lock's token: the largest of
+// its tags' grant tokens, which is token if any tag was newly granted.
+func addHolds(session any, m Mode, tags []Tag, pid uint32, token int64) int64 {
+	if len(tags) == 0 {
+		return 0
+	}
 	holds.Lock()
 	defer holds.Unlock()
-	counts := holds.m[session]
-	if counts == nil {
-		counts = make(map[holdKey]int)
-		holds.m[session] = counts
+	s := holds.m[session]
+	if s == nil {
+		s = &sessionHolds{grants: make(map[holdKey]*grant)}
+		holds.m[session] = s
 	}
+	if s.pid == 0 {
+		s.pid = pid
+	}
+	var newest int64
 	for _, t := range tags {
-		counts[holdKey{t, m}]++
+		g := s.grants[holdKey{t, m}]
+		if g == nil {
+			g = &grant{token: token}
+			s.grants[holdKey{t, m}] = g
+		}
+		g.locks++
+		newest = max(newest, g.token)
 	}
+	return newest
 }
 
 // dropHolds records that one Lock no longer holds tags in mode m on the
@@ -54,23 +88,38 @@ func addHolds(session any, m Mode, tags []Tag) {
 func dropHolds(session any, m Mode, tags []Tag) []Tag {
 	holds.Lock()
 	defer holds.Unlock()
-	counts := holds.m[session] // nil after forgetSession
+	s := holds.m[session] // nil after forgetSession
+	if s == nil {
+		return tags
+	}
 	var freed []Tag
 	for _, t := range tags {
-		if counts == nil {
+		k := holdKey{t, m}
+		g := s.grants[k]
+		if g == nil {
 			freed = append(freed, t)
 			continue
 		}
-		k := holdKey{t, m}
-		if counts[k]--; counts[k] <= 0 {
-			delete(counts, k)
+		if g.locks--; g.locks <= 0 {
+			delete(s.grants, k)
 			freed = append(freed, t)
 		}
 	}
-	if len(counts) == 0 {
+	if len(s.grants) == 0 {
 		delete(holds.m, session)
 	}
 	return freed
+}
+
+// sessionPID returns the backend pid the session's holds were taken on, 0
+// if it holds nothing.
+func sessionPID(session any) uint32 {
+	holds.Lock()
+	defer holds.Unlock()
+	if s := holds.m[session]; s != nil {
+		return s.pid
+	}
+	return 0
 }
 
 // forgetSession drops every hold of a session that has ended: they ended
@@ -86,7 +135,10 @@ func forgetSession(session any) {
 func HoldCount(session any) int {
 	holds.Lock()
 	defer holds.Unlock()
-	return len(holds.m[session])
+	if s := holds.m[session]; s != nil {
+		return len(s.grants)
+	}
+	return 0
 }
 
 // ForgetSession drops every hold of a session that its owner ends (a pool

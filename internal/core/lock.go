@@ -17,6 +17,7 @@ type Lock struct {
 	conn  Conn
 	guard Guard  // nil for a plain connection
 	fence string // the sequence of fencing tokens, "" for none
+	pid   uint32 // the session's backend, 0 until known (see checkBackend)
 	// label names the Lock in errors; it is rendered only for them.
 	label func() string
 	mode  Mode
@@ -33,7 +34,8 @@ type Lock struct {
 // Options are a Lock's optional parts.
 type Options struct {
 	Guard Guard  // serialises the session's users; nil for none
-	Fence string // sequence for fencing tokens (nextval after each grant); "" for none
+	Fence string // sequence for fencing tokens, schema-qualified; "" for none
+	PID   uint32 // the session's backend pid, if known: every statement must match it
 }
 
 // NewLock returns an unheld Lock on c over tags (duplicates are dropped, the
@@ -42,9 +44,9 @@ type Options struct {
 func NewLock(c Conn, label func() string, m Mode, tags []Tag, opts Options) *Lock {
 	distinct := distinct(tags)
 	return &Lock{
-		conn: c, guard: opts.Guard, fence: opts.Fence, label: label, mode: m, tags: distinct,
-		lockAll:   lockStatement(m, distinct),
-		tryAll:    tryStatement(m, distinct),
+		conn: c, guard: opts.Guard, fence: opts.Fence, pid: opts.PID, label: label, mode: m, tags: distinct,
+		lockAll:   lockStatement(m, distinct, opts.Fence),
+		tryAll:    tryStatement(m, distinct, opts.Fence),
 		unlockAll: unlockStatement(m, distinct),
 		state:     hold{lost: make(chan struct{})},
 		turn:      make(chan struct{}, 1),
@@ -147,19 +149,19 @@ func (l *Lock) acquireOnce(ctx context.Context, op operation, try bool) (bool, i
 	if len(l.tags) > 0 && l.conn.Closed() {
 		return false, done, l.lostErr(op)
 	}
+	var got reply
 	if send := unheld(l.conn.Key(), l.mode, l.tags); len(send) > 0 {
-		ok, next, err := l.takeOrWait(ctx, op, try, send)
+		ok, r, next, err := l.takeOrWait(ctx, op, try, send)
 		if !ok || err != nil || next != done {
 			return false, next, err
 		}
+		if got = r; l.fence != "" && got.token == 0 { // a sliced wait: no statement drew
+			if got.token, err = l.nextToken(ctx); err != nil {
+				return false, done, errors.Join(fmt.Errorf("alock: %s: fencing token: %w", op, err), l.unlock(ctx, send, true))
+			}
+		}
 	}
-	addHolds(l.conn.Key(), l.mode, l.tags)
-	token, err := l.nextToken(ctx)
-	if err != nil {
-		freed := dropHolds(l.conn.Key(), l.mode, l.tags) // not another Lock's holds
-		return false, done, errors.Join(fmt.Errorf("alock: %s: fencing token: %w", op, err), l.unlock(ctx, freed, true))
-	}
-	l.setCount(1, token)
+	l.setCount(1, addHolds(l.conn.Key(), l.mode, l.tags, got.pid, got.token))
 	return true, done, nil
 }
 
@@ -168,40 +170,40 @@ func (l *Lock) acquireOnce(ctx context.Context, op operation, try bool) (bool, i
 // session's wait slot waits on the server, preemptibly (another user
 // interrupts the wait, which gives back what it took and starts again);
 // any other polls with a try.
-func (l *Lock) takeOrWait(ctx context.Context, op operation, try bool, send []Tag) (bool, int, error) {
+func (l *Lock) takeOrWait(ctx context.Context, op operation, try bool, send []Tag) (bool, reply, int, error) {
 	if try || l.guard == nil {
-		ok, err := l.take(ctx, op, try, send)
-		return ok, done, err
+		ok, r, err := l.take(ctx, op, try, send)
+		return ok, r, done, err
 	}
 	gate := l.guard.Gate()
 	if !gate.TakeSlot(l) {
-		ok, err := l.take(ctx, op, true, send)
+		ok, r, err := l.take(ctx, op, true, send)
 		if err == nil && !ok {
 			if l.pollDeadlocked(ctx, send) {
-				return false, done, fmt.Errorf("alock: %s: %w: a session that holds what it polls for waits for this session", op, ErrDeadlock)
+				return false, reply{}, done, fmt.Errorf("alock: %s: %w: a session that holds what it polls for waits for this session", op, ErrDeadlock)
 			}
-			return false, poll, nil
+			return false, reply{}, poll, nil
 		}
-		return ok, done, err
+		return ok, r, done, err
 	}
 	wctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	withdraw := gate.Preemptible(func() { cancel(errPreempted) })
 	defer withdraw()
-	ok, err := l.take(wctx, op, false, send)
+	ok, r, err := l.take(wctx, op, false, send)
 	if err != nil && ctx.Err() == nil && l.conn.Closed() { // terminated, or closed by Close
-		return false, done, fmt.Errorf("alock: %s: %w", op, gone(l.conn))
+		return false, reply{}, done, fmt.Errorf("alock: %s: %w", op, gone(l.conn))
 	}
 	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(wctx), errPreempted) {
 		if !errors.Is(err, errPreempted) { // failed on its own, and was also preempted
-			return false, done, err
+			return false, reply{}, done, err
 		}
-		return false, again, nil
+		return false, reply{}, again, nil
 	}
 	if err != nil && ctx.Err() != nil && errors.Is(err, errPreempted) {
 		err = fmt.Errorf("alock: %s: %w", op, ctxErr(ctx))
 	}
-	return ok, done, err
+	return ok, r, done, err
 }
 
 // sleep waits for d, jittered by up to half, or until ctx ends.
@@ -216,17 +218,14 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// nextToken draws the fencing token of a new hold, if the Lock is fenced:
-// nextval of the fence sequence, on the session that holds the lock, after
-// the grant. A later grant's token is therefore larger.
+// nextToken draws the fencing token of a grant in a statement of its own,
+// durably (see durable), on the session that holds the lock, after the
+// grant. Only a sliced wait needs it: the lock statements draw their own.
 func (l *Lock) nextToken(ctx context.Context) (int64, error) {
-	if l.fence == "" {
-		return 0, nil
-	}
 	var text string
 	// Interrupted when ctx ends: the grant is then given back anyway.
 	cancelled, err := run(ctx, l.conn, interrupt, func(q context.Context) (err error) {
-		text, err = l.conn.QueryText(q, "SELECT nextval($1::regclass)::text", []any{l.fence})
+		text, err = l.conn.QueryText(q, "SELECT nextval($1::regclass)::text FROM (SELECT "+durable(l.fence)+"1) AS l", []any{l.fence})
 		return err
 	})
 	if cancelled && ctx.Err() != nil {
@@ -238,68 +237,74 @@ func (l *Lock) nextToken(ctx context.Context) (int64, error) {
 	return strconv.ParseInt(text, 10, 64)
 }
 
-// take takes send, the tags this session does not hold yet, in one statement.
-// On failure it gives back whatever the statement took before returning.
-func (l *Lock) take(ctx context.Context, op operation, try bool, send []Tag) (bool, error) {
+// take takes send, the tags this session does not hold yet, in one statement
+// that also reports the backend and draws the token. On failure it gives
+// back whatever the statement took before returning.
+func (l *Lock) take(ctx context.Context, op operation, try bool, send []Tag) (bool, reply, error) {
 	st := l.lockAll
 	if try {
 		st = l.tryAll
 	}
 	if len(send) != len(l.tags) {
-		st = lockStatement(l.mode, send)
+		st = lockStatement(l.mode, send, l.fence)
 		if try {
-			st = tryStatement(l.mode, send)
+			st = tryStatement(l.mode, send, l.fence)
 		}
 	}
 	sp, err := beginSavepoint(ctx, l.conn)
 	if err != nil {
-		return false, describe(op, ctx, false, l.conn, err)
+		return false, reply{}, describe(op, ctx, false, l.conn, err)
 	}
 	if ctx.Err() != nil {
-		return false, errors.Join(fmt.Errorf("alock: %s: %w", op, ctxErr(ctx)), sp.rollback(ctx, l.conn))
+		return false, reply{}, errors.Join(fmt.Errorf("alock: %s: %w", op, ctxErr(ctx)), sp.rollback(ctx, l.conn))
 	}
 	if !try && ctx.Done() != nil && !l.conn.CanCancel() {
 		return l.takeInSlices(ctx, op, sp, send)
 	}
-	var flags string
+	var text string
 	cancelled, err := run(ctx, l.conn, interrupt, func(q context.Context) (err error) {
-		if try {
-			flags, err = l.conn.QueryText(q, st.sql, st.args)
-			return err
-		}
-		return l.conn.Exec(q, st.sql, st.args)
+		text, err = l.conn.QueryText(q, st.sql, st.args)
+		return err
 	})
 	if err != nil || cancelled {
 		if err == nil {
 			err = errGrantedLate
 		}
-		return false, errors.Join(describe(op, ctx, cancelled, l.conn, err), l.giveBack(ctx, sp, send))
+		return false, reply{}, errors.Join(describe(op, ctx, cancelled, l.conn, l.fenceErr(err)), l.giveBack(ctx, sp, send))
+	}
+	r, ok := parseReply(text, try, true)
+	if !ok {
+		err := fmt.Errorf("alock: %s: unexpected result %q", op, text)
+		return false, reply{}, errors.Join(err, l.giveBack(ctx, sp, send))
+	}
+	if err := l.checkBackend(op, r.pid); err != nil {
+		return false, reply{}, l.distrust(ctx, err, send)
 	}
 	if try {
-		return l.keepAllOrNone(ctx, op, sp, send, flags)
+		return l.keepAllOrNone(ctx, op, sp, send, r)
 	}
-	return l.keep(ctx, op, sp, send)
+	return l.keep(ctx, op, sp, send, r)
 }
 
 // keep ends the savepoint of a successful take. If that fails, the grant is
 // given back: the session locks would otherwise outlive the error.
-func (l *Lock) keep(ctx context.Context, op operation, sp savepoint, send []Tag) (bool, error) {
+func (l *Lock) keep(ctx context.Context, op operation, sp savepoint, send []Tag, r reply) (bool, reply, error) {
 	if err := sp.release(ctx, l.conn); err != nil {
-		return false, errors.Join(describe(op, ctx, false, l.conn, err), l.giveBack(ctx, sp, send))
+		return false, reply{}, errors.Join(describe(op, ctx, false, l.conn, err), l.giveBack(ctx, sp, send))
 	}
-	return true, nil
+	return true, r, nil
 }
 
 // keepAllOrNone finishes a try: if any tag was not taken, it unlocks the ones
 // that were, so that a false leaves nothing held.
-func (l *Lock) keepAllOrNone(ctx context.Context, op operation, sp savepoint, send []Tag, flags string) (bool, error) {
-	taken, ok := parseFlags(flags, len(send))
+func (l *Lock) keepAllOrNone(ctx context.Context, op operation, sp savepoint, send []Tag, r reply) (bool, reply, error) {
+	taken, ok := parseFlags(r.flags, len(send))
 	if !ok {
-		err := fmt.Errorf("alock: %s: unexpected result %q", op, flags)
-		return false, errors.Join(err, l.giveBack(ctx, sp, send))
+		err := fmt.Errorf("alock: %s: unexpected result %q", op, r.flags)
+		return false, reply{}, errors.Join(err, l.giveBack(ctx, sp, send))
 	}
 	if !slices.Contains(taken, false) {
-		return l.keep(ctx, op, sp, send)
+		return l.keep(ctx, op, sp, send, r)
 	}
 	var got []Tag
 	for i, t := range send {
@@ -307,5 +312,18 @@ func (l *Lock) keepAllOrNone(ctx context.Context, op operation, sp savepoint, se
 			got = append(got, t)
 		}
 	}
-	return false, errors.Join(l.unlock(ctx, got, true), sp.release(ctx, l.conn))
+	return false, reply{}, errors.Join(l.unlock(ctx, got, true), sp.release(ctx, l.conn))
+}
+
+// fenceErr says that a failed lock statement failed to draw its token when
+// the error is one only the draw can raise: the sequence is missing, not
+// permitted, or exhausted.
+func (l *Lock) fenceErr(err error) error {
+	switch SQLState(err) {
+	case "42P01", "42501", "2200H":
+		if l.fence != "" {
+			return fmt.Errorf("fencing token from %s: %w", l.fence, err)
+		}
+	}
+	return err
 }

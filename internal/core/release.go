@@ -158,9 +158,13 @@ func (l *Lock) unlock(ctx context.Context, tags []Tag, strict bool) error {
 	if err != nil {
 		return l.abandon(ctx, "unlock", err)
 	}
-	released, ok := parseFlags(text, len(tags))
-	if !ok {
+	r, ok := parseReply(text, true, false)
+	released, ok2 := parseFlags(r.flags, len(tags))
+	if !ok || !ok2 {
 		return l.abandon(ctx, "unlock", fmt.Errorf("unexpected result %q", text))
+	}
+	if err := l.checkBackend(operation{"unlock", l.label}, r.pid); err != nil {
+		return l.abandon(ctx, "unlock", err)
 	}
 	var notHeld []Tag
 	for i, t := range tags {

@@ -20,34 +20,41 @@ const sliceTimeout = 100 * time.Millisecond
 // fair than a single wait. The session's own lock_timeout is overridden.
 // Between slices it asks whether it is suspected of a deadlock, and if so
 // waits long enough for the server to check (see nextSlice).
-func (l *Lock) takeInSlices(ctx context.Context, op operation, sp savepoint, send []Tag) (bool, error) {
+func (l *Lock) takeInSlices(ctx context.Context, op operation, sp savepoint, send []Tag) (bool, reply, error) {
 	rest, slice := send, shortSlice()
 	for {
 		wait := slice
 		if deadline, ok := ctx.Deadline(); ok {
 			wait = min(wait, time.Until(deadline))
 		}
-		st := lockWithinStatement(l.mode, rest, wait)
-		err := l.conn.Exec(context.WithoutCancel(ctx), st.sql, st.args)
+		st := lockWithinStatement(l.mode, rest, wait, l.fence)
+		text, err := l.conn.QueryText(context.WithoutCancel(ctx), st.sql, st.args)
 		if err == nil {
-			return true, sp.release(ctx, l.conn)
+			r, ok := parseReply(text, false, true)
+			if !ok {
+				return false, reply{}, errors.Join(fmt.Errorf("alock: %s: unexpected result %q", op, text), l.giveBack(ctx, sp, send))
+			}
+			if err := l.checkBackend(op, r.pid); err != nil {
+				return false, reply{}, l.distrust(ctx, err, send)
+			}
+			return true, r, sp.release(ctx, l.conn)
 		}
 		if SQLState(err) != stateLockTimeout || ctx.Err() != nil {
 			if ctx.Err() != nil && SQLState(err) == stateLockTimeout {
 				err = fmt.Errorf("alock: %s: %w", op, ctxErr(ctx))
 			} else {
-				err = describe(op, ctx, false, l.conn, err)
+				err = describe(op, ctx, false, l.conn, l.fenceErr(err))
 			}
-			return false, errors.Join(err, l.giveBack(ctx, sp, send))
+			return false, reply{}, errors.Join(err, l.giveBack(ctx, sp, send))
 		}
 		if rest, err = l.stillMissing(ctx, sp, rest); err != nil {
-			return false, errors.Join(fmt.Errorf("alock: %s: %w", op, err), l.giveBack(ctx, sp, send))
+			return false, reply{}, errors.Join(fmt.Errorf("alock: %s: %w", op, err), l.giveBack(ctx, sp, send))
 		}
-		if len(rest) == 0 {
-			return true, sp.release(ctx, l.conn)
+		if len(rest) == 0 { // granted as the slice ran out: no pid, no token
+			return true, reply{}, sp.release(ctx, l.conn)
 		}
 		if slice, err = nextSlice(ctx, l.conn, rest); err != nil {
-			return false, errors.Join(fmt.Errorf("alock: %s: %w", op, err), l.giveBack(ctx, sp, send))
+			return false, reply{}, errors.Join(fmt.Errorf("alock: %s: %w", op, err), l.giveBack(ctx, sp, send))
 		}
 	}
 }

@@ -1,8 +1,6 @@
 package core
 
 import (
-	"errors"
-	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,37 +13,86 @@ type statement struct {
 	args []any
 }
 
-// lockStatement takes every tag in order in one statement:
+// Every statement that takes or releases locks also reports the backend
+// pid that ran it, so that a pooler that moves a connection's statements
+// between backends is noticed (see checkBackend), and a fenced one draws
+// the fencing token of the grant: one round trip for it all.
+
+// lockStatement takes every tag in order and reports "pid:token" (the token
+// empty unless fence names the sequence to draw it from):
 //
-//	SELECT pg_advisory_lock($1), pg_advisory_lock($2, $3)
+//	SELECT concat(pg_backend_pid(), ':', nextval($4::regclass))
+//	FROM (SELECT set_config('synchronous_commit', 'on', true),
+//	             pg_advisory_lock($1), pg_advisory_lock($2, $3)) AS l
 //
 // PostgreSQL evaluates a target list left to right, so the locks are taken in
-// the order given, and a failure part-way leaves the earlier ones held.
-func lockStatement(m Mode, tags []Tag) statement {
-	return build("SELECT ", "pg_advisory_lock"+m.suffix(), ", ", "", tags, false, nil)
+// the order given, and a failure part-way leaves the earlier ones held. The
+// subquery, which has volatile functions and is therefore never flattened,
+// runs before the outer target list: the token is drawn after every grant.
+func lockStatement(m Mode, tags []Tag, fence string) statement {
+	return grantStatement(build("SELECT "+durable(fence), "pg_advisory_lock"+m.suffix(), ", ", "", tags, false, nil), fence)
 }
 
 // lockWithinStatement is lockStatement with the server's lock_timeout set to
 // d for the statement's transaction:
 //
-//	SELECT set_config('lock_timeout', $1, true), pg_advisory_lock($2)
-func lockWithinStatement(m Mode, tags []Tag, d time.Duration) statement {
+//	SELECT concat(pg_backend_pid(), ':')
+//	FROM (SELECT set_config('lock_timeout', $1, true), pg_advisory_lock($2)) AS l
+func lockWithinStatement(m Mode, tags []Tag, d time.Duration, fence string) statement {
 	ms := strconv.FormatInt(max(d.Milliseconds(), 1), 10) + "ms"
-	return build("SELECT set_config('lock_timeout', $1, true), ", "pg_advisory_lock"+m.suffix(), ", ", "", tags, false, []any{ms})
+	head := "SELECT set_config('lock_timeout', $1, true), " + durable(fence)
+	return grantStatement(build(head, "pg_advisory_lock"+m.suffix(), ", ", "", tags, false, []any{ms}), fence)
+}
+
+// grantStatement wraps the statement that takes the locks so that it
+// reports "pid:token".
+func grantStatement(take statement, fence string) statement {
+	draw := ""
+	if fence != "" {
+		take.args = append(take.args, fence)
+		draw = ", nextval($" + strconv.Itoa(len(take.args)) + "::regclass)"
+	}
+	return statement{sql: "SELECT concat(pg_backend_pid(), ':'" + draw + ") FROM (" + take.sql + ") AS l", args: take.args}
+}
+
+// durable is the set_config that makes the commit of a statement that draws
+// a token flush the WAL whatever the session's synchronous_commit: nextval
+// assigns a transaction id when it logs, so the commit waits for the flush
+// before the client reads the token. It lasts until the end of the
+// transaction: in a transaction block, the rest of the caller's transaction.
+func durable(fence string) string {
+	if fence == "" {
+		return ""
+	}
+	return "set_config('synchronous_commit', 'on', true), "
 }
 
 // tryStatement tries every tag in order and reports each result as one
-// character of a text value, '1' for taken and '0' for not:
+// character, '1' for taken and '0' for not, then the pid and, if every tag
+// was taken and fence names a sequence, the token: "flags:pid:token".
 //
-//	SELECT concat(pg_try_advisory_lock($1)::int, pg_try_advisory_lock($2, $3)::int)
-func tryStatement(m Mode, tags []Tag) statement {
-	return build("SELECT concat(", "pg_try_advisory_lock"+m.suffix(), "::int, ", "::int)", tags, false, nil)
+//	SELECT concat(pg_try_advisory_lock($1)::int, pg_try_advisory_lock($2, $3)::int, ':', pg_backend_pid(), ':')
+//
+// or, fenced:
+//
+//	SELECT concat(f, ':', pg_backend_pid(), ':', CASE WHEN strpos(f, '0') = 0 THEN nextval($4::regclass) END)
+//	FROM (SELECT set_config('synchronous_commit', 'on', true), concat(pg_try_advisory_lock($1)::int, ...) AS f) AS l
+func tryStatement(m Mode, tags []Tag, fence string) statement {
+	fn := "pg_try_advisory_lock" + m.suffix()
+	if fence == "" {
+		return build("SELECT concat(", fn, "::int, ", "::int, ':', pg_backend_pid(), ':')", tags, false, nil)
+	}
+	take := build("SELECT "+durable(fence)+"concat(", fn, "::int, ", "::int) AS f", tags, false, nil)
+	take.args = append(take.args, fence)
+	draw := "CASE WHEN strpos(f, '0') = 0 THEN nextval($" + strconv.Itoa(len(take.args)) + "::regclass) END"
+	return statement{sql: "SELECT concat(f, ':', pg_backend_pid(), ':', " + draw + ") FROM (" + take.sql + ") AS l", args: take.args}
 }
 
 // unlockStatement releases the tags in reverse order and reports each result
-// as tryStatement does, in the order of tags (not of execution).
+// as tryStatement does, in the order of tags (not of execution), then the
+// pid: "flags:pid".
 func unlockStatement(m Mode, tags []Tag) statement {
-	return build("SELECT reverse(concat(", "pg_advisory_unlock"+m.suffix(), "::int, ", "::int))", tags, true, nil)
+	return build("SELECT concat(reverse(concat(", "pg_advisory_unlock"+m.suffix(), "::int, ", "::int)), ':', pg_backend_pid())", tags, true, nil)
 }
 
 // build writes prefix, then fn(args) for each tag joined by sep, then suffix;
@@ -88,44 +135,3 @@ func heldStatement(m Mode) statement {
 const heldSQL = `SELECT string_agg(classid::text || ':' || objid::text || ':' || objsubid::text, ',')
 FROM pg_catalog.pg_locks
 WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted AND mode = $1`
-
-// parseFlags turns the '1'/'0' text of tryStatement or unlockStatement into
-// one boolean per tag; ok is false if the text does not have one flag per tag.
-func parseFlags(s string, n int) (flags []bool, ok bool) {
-	if len(s) != n {
-		return nil, false
-	}
-	flags = make([]bool, n)
-	for i := range n {
-		switch s[i] {
-		case '1':
-			flags[i] = true
-		case '0':
-		default:
-			return nil, false
-		}
-	}
-	return flags, true
-}
-
-// parseHeld parses the text of heldStatement.
-func parseHeld(text string) (map[Tag]bool, error) {
-	held := make(map[Tag]bool)
-	if text == "" {
-		return held, nil
-	}
-	for item := range strings.SplitSeq(text, ",") {
-		parts := strings.Split(item, ":")
-		if len(parts) != 3 {
-			return nil, fmt.Errorf("unexpected pg_locks entry %q", item)
-		}
-		c, err1 := strconv.ParseUint(parts[0], 10, 32)
-		o, err2 := strconv.ParseUint(parts[1], 10, 32)
-		s, err3 := strconv.ParseUint(parts[2], 10, 16)
-		if err := errors.Join(err1, err2, err3); err != nil {
-			return nil, fmt.Errorf("unexpected pg_locks entry %q: %w", item, err)
-		}
-		held[Tag{uint32(c), uint32(o), uint16(s)}] = true
-	}
-	return held, nil
-}

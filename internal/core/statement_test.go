@@ -11,15 +11,17 @@ func TestStatementsTakeTagsInOrder(t *testing.T) {
 		st   statement
 		want string
 	}{
-		{lockStatement(Exclusive, tags), "SELECT pg_advisory_lock($1), pg_advisory_lock($2, $3), pg_advisory_lock($4)"},
-		{tryStatement(Share, tags), "SELECT concat(pg_try_advisory_lock_shared($1)::int, pg_try_advisory_lock_shared($2, $3)::int, pg_try_advisory_lock_shared($4)::int)"},
-		{unlockStatement(Exclusive, tags), "SELECT reverse(concat(pg_advisory_unlock($1)::int, pg_advisory_unlock($2, $3)::int, pg_advisory_unlock($4)::int))"},
+		{lockStatement(Exclusive, tags, ""), "SELECT concat(pg_backend_pid(), ':') FROM (SELECT pg_advisory_lock($1), pg_advisory_lock($2, $3), pg_advisory_lock($4)) AS l"},
+		{lockStatement(Exclusive, tags[:1], "f"), "SELECT concat(pg_backend_pid(), ':', nextval($2::regclass)) FROM (SELECT set_config('synchronous_commit', 'on', true), pg_advisory_lock($1)) AS l"},
+		{tryStatement(Share, tags, ""), "SELECT concat(pg_try_advisory_lock_shared($1)::int, pg_try_advisory_lock_shared($2, $3)::int, pg_try_advisory_lock_shared($4)::int, ':', pg_backend_pid(), ':')"},
+		{tryStatement(Share, tags[:1], "f"), "SELECT concat(f, ':', pg_backend_pid(), ':', CASE WHEN strpos(f, '0') = 0 THEN nextval($2::regclass) END) FROM (SELECT set_config('synchronous_commit', 'on', true), concat(pg_try_advisory_lock_shared($1)::int) AS f) AS l"},
+		{unlockStatement(Exclusive, tags), "SELECT concat(reverse(concat(pg_advisory_unlock($1)::int, pg_advisory_unlock($2, $3)::int, pg_advisory_unlock($4)::int)), ':', pg_backend_pid())"},
 	} {
 		if tc.st.sql != tc.want {
 			t.Errorf("got  %s\nwant %s", tc.st.sql, tc.want)
 		}
 	}
-	if got, want := lockStatement(Exclusive, tags).args, []any{int64(-1), int32(1), int32(-2), int64(1<<32 | 7)}; !slices.Equal(got, want) {
+	if got, want := lockStatement(Exclusive, tags, "").args, []any{int64(-1), int32(1), int32(-2), int64(1<<32 | 7)}; !slices.Equal(got, want) {
 		t.Errorf("lock args %v, want %v", got, want)
 	}
 	// The unlock runs in reverse order; its result is reversed back.
@@ -52,6 +54,17 @@ func TestParseResults(t *testing.T) {
 	for _, bad := range []string{"10", "1x1", ""} {
 		if _, ok := parseFlags(bad, 3); ok {
 			t.Errorf("parseFlags(%q, 3) accepted", bad)
+		}
+	}
+	if r, ok := parseReply("101:42:7", true, true); !ok || r != (reply{"101", 42, 7}) {
+		t.Errorf("parseReply of a try: %+v %v", r, ok)
+	}
+	if r, ok := parseReply("42:", false, true); !ok || r != (reply{"", 42, 0}) {
+		t.Errorf("parseReply of an unfenced lock: %+v %v", r, ok)
+	}
+	for _, bad := range []string{"42", "x:1", "1:2:3", ""} {
+		if _, ok := parseReply(bad, false, true); ok {
+			t.Errorf("parseReply(%q) accepted", bad)
 		}
 	}
 	held, err := parseHeld("0:5:1,4294967295:4294967289:2")

@@ -1,0 +1,46 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// ErrPooler is re-exported by alock; see its documentation there.
+var ErrPooler = errors.New("alock: a transaction-mode pooler is in the way: one connection's statements ran on different backends (use LockTx there, or a session-mode pool)")
+
+// checkBackend checks that a lock statement ran on the session's backend:
+// a pooler in transaction or statement mode (PgBouncer) moves a client's
+// statements between backends, where session locks are taken on one and
+// unlocked on another, or shared with other clients. The backend is the one
+// given in Options (a Session's, from Open), or else the one that answered
+// this Lock's first statement, or the one the session's current holds were
+// taken on; the first statement of a Lock on a session that holds nothing
+// cannot be checked.
+func (l *Lock) checkBackend(op operation, pid uint32) error {
+	want := l.pid
+	if want == 0 {
+		want = sessionPID(l.conn.Key())
+	}
+	if want != 0 && pid != want {
+		return fmt.Errorf("alock: %s: %w: backend %d answered, the session's is %d", op, ErrPooler, pid, want)
+	}
+	if l.pid == 0 && l.guard == nil { // a Session's Locks know their pid from Options
+		l.pid = pid
+	}
+	return nil
+}
+
+// distrust handles a statement that ran on the wrong backend: the lock
+// state of the session is in doubt. It unlocks tags, which the statement
+// may have taken, wherever that unlock lands, and closes the session
+// (ending the locks of its own backend); every Lock on it reports ErrLost.
+func (l *Lock) distrust(ctx context.Context, cause error, tags []Tag) error {
+	cctx, cancel := cleanupContext(ctx)
+	defer cancel()
+	err := l.unlock(cctx, tags, false)
+	if !l.conn.Closed() {
+		err = errors.Join(err, l.abandon(cctx, "distrust", cause))
+	}
+	return errors.Join(cause, err)
+}
