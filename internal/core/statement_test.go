@@ -11,7 +11,7 @@ func TestStatementsTakeTagsInOrder(t *testing.T) {
 		st   statement
 		want string
 	}{
-		{lockStatement(Exclusive, tags, ""), "SELECT concat(pg_backend_pid(), ':') FROM (SELECT pg_advisory_lock($1), pg_advisory_lock($2, $3), pg_advisory_lock($4)) AS l"},
+		{lockStatement(Exclusive, tags, ""), "SELECT concat(pg_advisory_lock($1), pg_advisory_lock($2, $3), pg_advisory_lock($4), pg_backend_pid(), ':')"},
 		{lockStatement(Exclusive, tags[:1], "f"), "SELECT concat(pg_backend_pid(), ':', nextval($2::regclass)) FROM (SELECT set_config('synchronous_commit', 'on', true), pg_advisory_lock($1)) AS l"},
 		{tryStatement(Share, tags, ""), "SELECT concat(pg_try_advisory_lock_shared($1)::int, pg_try_advisory_lock_shared($2, $3)::int, pg_try_advisory_lock_shared($4)::int, ':', pg_backend_pid(), ':')"},
 		{tryStatement(Share, tags[:1], "f"), "SELECT concat(f, ':', pg_backend_pid(), ':', CASE WHEN strpos(f, '0') = 0 THEN nextval($2::regclass) END) FROM (SELECT set_config('synchronous_commit', 'on', true), concat(pg_try_advisory_lock_shared($1)::int) AS f) AS l"},
