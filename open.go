@@ -18,11 +18,15 @@ var (
 	// nothing about. Connect to the primary (target_session_attrs=read-write).
 	ErrStandby = errors.New("alock: the server is a hot standby; its locks are invisible to the primary")
 
-	// ErrPooler: Open refused a connection whose statements do not all run on
-	// one backend, as behind PgBouncer in transaction or statement mode, where
-	// session locks are shared with other clients and unlocks go astray. Use
-	// transaction-scoped locks there (LockTx), or a session-mode pool.
-	ErrPooler = errors.New("alock: a transaction-mode pooler is in the way; session locks cannot work through it (use LockTx)")
+	// ErrPooler: the statements of one connection ran on different backends,
+	// as behind PgBouncer in transaction or statement mode, where session
+	// locks are shared with other clients and unlocks go astray. Open
+	// refuses such a pooler; a Lock that sees a lock statement answered by
+	// another backend than the session's returns an error wrapping
+	// ErrPooler and ErrLost, after closing the connection (its lock state is
+	// in doubt). Use transaction-scoped locks there (LockTx), or a
+	// session-mode pool, which works.
+	ErrPooler = core.ErrPooler
 )
 
 // Open connects a Session. connString is a libpq-style URL or keyword/value
@@ -31,7 +35,9 @@ var (
 // may be nil for the defaults.
 //
 // Open refuses a hot standby (ErrStandby, unless opts.AllowStandby) and a
-// pooler that does not pin one backend (ErrPooler). With opts.Fencing it
+// pooler that does not pin one backend (ErrPooler); a session-mode pooler
+// is accepted. Behind a pooler Open opens a second, short-lived connection
+// to find out (see ErrPooler), bounded by 2 s. With opts.Fencing it
 // creates the fencing sequence if it is missing. On failure nothing stays
 // open.
 func Open(ctx context.Context, connString string, opts *SessionOptions) (*Session, error) {
@@ -67,7 +73,7 @@ func OpenConfig(ctx context.Context, cfg *pgx.ConnConfig, opts *SessionOptions) 
 	if err != nil {
 		return nil, fmt.Errorf("alock: open: %w", err)
 	}
-	idle, err := check(ctx, conn, o)
+	pid, idle, err := check(ctx, conn, cfg, o)
 	if err == nil {
 		err = setServerTimeout(ctx, conn, b)
 	}
@@ -79,7 +85,7 @@ func OpenConfig(ctx context.Context, cfg *pgx.ConnConfig, opts *SessionOptions) 
 		return nil, err
 	}
 	s := &Session{
-		conn: conn, opts: o, probeEvery: probeInterval(o.KeepaliveInterval, idle),
+		conn: conn, opts: o, pid: pid, probeEvery: probeInterval(o.KeepaliveInterval, idle),
 		held: make(map[*core.Lock]struct{}),
 		done: make(chan struct{}), closing: make(chan struct{}), watched: make(chan struct{}), closed: make(chan struct{}),
 		linked: make(chan struct{}),
@@ -127,27 +133,70 @@ func tcpConn(c net.Conn) (*net.TCPConn, bool) {
 	}
 }
 
-// check refuses standbys and poolers, and
-// returns the session's idle_session_timeout (0 for none).
-func check(ctx context.Context, conn *pgx.Conn, o SessionOptions) (time.Duration, error) {
+// check refuses standbys and transaction-mode poolers, and returns the
+// session's backend pid and idle_session_timeout (0 for none).
+func check(ctx context.Context, conn *pgx.Conn, cfg *pgx.ConnConfig, o SessionOptions) (uint32, time.Duration, error) {
 	var pid uint32
 	var standby bool
 	var idleMillis *int64 // NULL before PostgreSQL 14
 	if err := conn.QueryRow(ctx, `SELECT pg_backend_pid(), pg_is_in_recovery(),
 		(SELECT setting::bigint FROM pg_settings WHERE name = 'idle_session_timeout')`).Scan(&pid, &standby, &idleMillis); err != nil {
-		return 0, fmt.Errorf("alock: open: %w", err)
+		return 0, 0, fmt.Errorf("alock: open: %w", err)
 	}
 	if pid != conn.PgConn().PID() {
-		return 0, fmt.Errorf("alock: open: %w", errPooler(pid, conn.PgConn().PID()))
+		// A pooler relays the session; it may pin one backend (session mode).
+		if err := checkPinned(ctx, conn, cfg, pid); err != nil {
+			return 0, 0, err
+		}
 	}
 	if standby && !o.AllowStandby {
-		return 0, fmt.Errorf("alock: open: %w", ErrStandby)
+		return 0, 0, fmt.Errorf("alock: open: %w", ErrStandby)
 	}
 	var idle time.Duration
 	if idleMillis != nil {
 		idle = time.Duration(*idleMillis) * time.Millisecond
 	}
-	return idle, nil
+	return pid, idle, nil
+}
+
+// pinnedCheckTimeout bounds checkPinned's second connection.
+const pinnedCheckTimeout = 2 * time.Second
+
+// checkPinned finds out whether the pooler in front of conn pins its
+// backend: it cannot tell from the pids alone (PgBouncer reports its own
+// in every mode), so it watches what the pooler does. A second client opens
+// a transaction, which holds a backend. If that is conn's backend, or if
+// conn's next statement runs on another one, the pooler moves conn between
+// backends: ErrPooler. A session-mode pool with no free backend leaves the
+// second client waiting: then nothing is proved, and the pid each lock
+// statement reports is still checked.
+func checkPinned(ctx context.Context, conn *pgx.Conn, cfg *pgx.ConnConfig, pid uint32) error {
+	bound, cancel := context.WithTimeout(ctx, pinnedCheckTimeout)
+	defer cancel()
+	other, err := pgx.ConnectConfig(bound, cfg.Copy())
+	if err != nil {
+		return nil
+	}
+	defer other.Close(context.WithoutCancel(ctx))
+	tx, err := other.Begin(bound)
+	if err != nil {
+		return nil
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	var held, again uint32
+	if err := tx.QueryRow(bound, "SELECT pg_backend_pid()").Scan(&held); err != nil {
+		return nil
+	}
+	if held == pid {
+		return fmt.Errorf("alock: open: %w", errPooler(held, pid))
+	}
+	if err := conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&again); err != nil {
+		return fmt.Errorf("alock: open: %w", err)
+	}
+	if again != pid {
+		return fmt.Errorf("alock: open: %w", errPooler(again, pid))
+	}
+	return nil
 }
 
 // probeInterval is how long the watchdog lets the session stay idle before
@@ -166,5 +215,5 @@ func probeInterval(keepalive, idleTimeout time.Duration) time.Duration {
 
 // errPooler says which backend answered for which.
 func errPooler(got, want uint32) error {
-	return fmt.Errorf("%w: backend %d answered for %d", ErrPooler, got, want)
+	return fmt.Errorf("%w: backend %d answered for the session's %d", ErrPooler, got, want)
 }

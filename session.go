@@ -52,6 +52,7 @@ import (
 type Session struct {
 	conn *pgx.Conn
 	opts SessionOptions
+	pid  uint32 // the backend, from Open: every lock statement and probe must match it
 
 	gate       core.Gate     // orders the users of conn: Locks, the watchdog, Close
 	lastUse    atomic.Int64  // unix nanoseconds of the last statement's end
@@ -148,7 +149,7 @@ func (s *Session) newLock(m Mode, ids []ID) *Lock {
 
 // newCoreLock returns the core of a Lock on the session.
 func (s *Session) newCoreLock(m Mode, ids []ID) *core.Lock {
-	opts := core.Options{Guard: sessionGuard{s}}
+	opts := core.Options{Guard: sessionGuard{s}, PID: s.pid}
 	if s.opts.Fencing {
 		opts.Fence = s.opts.FenceSequence
 	}
@@ -308,5 +309,6 @@ func (c sessionConn) check(err error) error {
 func (c sessionConn) Err() error { return c.s.Err() }
 
 // PID returns the process id of the session's backend, as pg_stat_activity
-// and pg_locks show it.
-func (s *Session) PID() uint32 { return s.conn.PgConn().PID() }
+// and pg_locks show it (pg_backend_pid() when Open checked the session, which
+// behind a session-mode pooler is not the pid the pooler reports).
+func (s *Session) PID() uint32 { return s.pid }

@@ -83,11 +83,11 @@ func (s *Session) parkOrProbe() error {
 }
 
 // probe makes one round trip, bounded by KeepaliveTimeout, and checks that
-// the same backend answers: a transaction-mode pooler would hand the
-// statement to another one. When the bound runs out it tells of the loss
-// first, and only then breaks the read off (which makes pgx close the
-// connection): the server cannot release the locks before the program
-// knows.
+// the session's backend (recorded by Open) answers: a transaction-mode
+// pooler would hand the statement to another one. When the bound runs out it
+// tells of the loss first, and only then breaks the read off (which makes pgx
+// close the connection): the server cannot release the locks before the
+// program knows.
 func (s *Session) probe() error {
 	timeout := fmt.Errorf("keepalive probe: no answer within %v", s.opts.KeepaliveTimeout)
 	bound := time.AfterFunc(s.opts.KeepaliveTimeout, func() {
@@ -103,8 +103,8 @@ func (s *Session) probe() error {
 		return timeout
 	}
 	s.lastUse.Store(time.Now().UnixNano())
-	if pid != s.conn.PgConn().PID() {
-		return fmt.Errorf("keepalive probe: %w", errPooler(pid, s.conn.PgConn().PID()))
+	if pid != s.pid {
+		return fmt.Errorf("keepalive probe: %w", errPooler(pid, s.pid))
 	}
 	return nil
 }
