@@ -115,12 +115,38 @@
 //
 // No lock service can stop a holder that was paused or partitioned from
 // acting after its lock was granted to someone else. With
-// SessionOptions.Fencing every acquisition draws a token from a sequence
-// ([Lock.Token]); tokens grow with every grant, across holders and server
-// restarts, so the protected resource can reject a write that carries an
-// older token than the newest it has accepted (see the example of
-// Lock.Token). An asynchronous standby promoted after a failover may have
-// missed the last tokens drawn and hand them out again.
+// SessionOptions.Fencing every grant draws a token from a sequence
+// ([Lock.Token]) in the lock statement itself, after the locks are taken;
+// tokens grow with every grant, across holders and server restarts, so the
+// protected resource can reject a write that carries an older token than
+// the newest it has accepted (see the example of Lock.Token).
+//
+// What holds:
+//
+//   - The draw is durable: its statement sets synchronous_commit on for its
+//     own transaction, so the token is on disk before the Lock returns it,
+//     whatever the session's settings. A Session's connection never runs in
+//     a transaction block. (Were a fenced lock taken inside one, the token
+//     would be durable only once that transaction commits, and the setting
+//     would last until then.)
+//   - Every holder must draw from the same sequence. FenceSequence without
+//     a schema means the schema public, not the role's search_path; the
+//     default is public.alock_fence. Open creates it if it is missing and
+//     refuses one with CACHE above 1 (each session would hand out its own
+//     range), CYCLE, or an INCREMENT that is not positive.
+//   - One server grant, one token: Locks of one Session that share a
+//     server-level hold share its token. A Lock over several ids, some
+//     already held by the session, gets the token of the newest grant among
+//     its ids (its own statement's, if it took any id).
+//   - An asynchronous standby promoted after a failover may have missed the
+//     last tokens drawn and hand them out again.
+//
+// On PostgreSQL 15 and later ordinary roles cannot create objects in the
+// schema public. Have the sequence created once by a role that can, and let
+// the roles that lock draw from it:
+//
+//	CREATE SEQUENCE public.alock_fence;  -- CACHE 1 NO CYCLE, the defaults
+//	GRANT USAGE ON SEQUENCE public.alock_fence TO app_a, app_b;
 //
 // Acquire can return a lock that is already lost: the server granted it,
 // then the session died (backend terminated, connection reset) while the
@@ -137,7 +163,18 @@
 // such as PgBouncer in pool_mode=transaction move statements between server
 // sessions and break session locks entirely (use [LockTx] there); so does a
 // hot standby, whose locks the primary never sees. [Open] refuses both
-// ([ErrPooler], [ErrStandby]).
+// ([ErrPooler], [ErrStandby]); a session-mode pooler, which pins one
+// backend per client, works.
+//
+// A pooler cannot be recognised by its pids (PgBouncer reports its own in
+// every mode), so the library watches what it does: every lock and unlock
+// statement also returns the pid of the backend that ran it, which must be
+// the session's (a Session's from Open; on a plain connection, the one its
+// first lock statement answered from while it held nothing). When it is not,
+// the Lock gives back what it can, closes the connection and returns an
+// error wrapping ErrPooler and ErrLost. Clients whose statements happen to
+// land on the same backend cannot be told apart, so on a plain connection
+// this is a tripwire, not a guarantee: do not lock through such a pooler.
 //
 // # Cancellation
 //

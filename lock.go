@@ -86,6 +86,11 @@ func describeLock(m Mode, ids []ID) func() string {
 //
 // Inside a transaction block Acquire waits under a savepoint, so a failure
 // leaves the transaction usable; this costs two more round trips.
+//
+// If the lock statement ran on another backend than the session's (a
+// transaction-mode pooler), Acquire unlocks what it can, closes the
+// connection and returns an error wrapping ErrPooler and ErrLost; so does
+// Release.
 func (l *Lock) Acquire(ctx context.Context) error {
 	ctx = l.traceStart(ctx)
 	var err error
@@ -216,14 +221,18 @@ func (l *Lock) Lost() <-chan struct{} {
 
 // Token returns the fencing token of the current hold: 0 unless the Lock is
 // held and was made by a Session with Fencing. Tokens come from one
-// sequence, drawn on the lock's own session right after each grant, so a
-// later grant of the same lock, by any holder and across server restarts,
-// has a larger token. A protected resource that remembers the largest
-// token it has accepted, and rejects smaller ones, turns away a holder that
-// lost its lock without noticing (paused, partitioned, or told of a grant
-// that was already lost when Acquire returned; see Lost). Limits: a failover
-// to an asynchronous standby can lose the last tokens drawn and hand them
-// out again; the sequence must live on the primary.
+// sequence, drawn durably in the statement that takes the locks, after the
+// grant, so a later grant of the same lock, by any holder and across server
+// restarts, has a larger token. The token belongs to the server-level hold:
+// Locks of one Session that share a hold of an id share its token, and a
+// Lock over several ids has the largest of its ids' grant tokens (its own
+// statement's if it took any). A re-entrant Acquire keeps the token. A
+// protected resource that remembers the largest token it has accepted, and
+// rejects smaller ones, turns away a holder that lost its lock without
+// noticing (paused, partitioned, or told of a grant that was already lost
+// when Acquire returned; see Lost). Limits: a failover to an asynchronous
+// standby can lose the last tokens drawn and hand them out again; the
+// sequence must live on the primary. Safe for concurrent use.
 func (l *Lock) Token() int64 {
 	if l.locker != nil {
 		if h := l.locker.current(); h != nil {

@@ -18,28 +18,26 @@ type reply struct {
 // ("flags:pid:token", withFlags) or unlockStatement ("flags:pid", withFlags
 // and not withToken).
 func parseReply(text string, withFlags, withToken bool) (r reply, ok bool) {
-	fields := strings.Split(text, ":")
-	want := 1
+	rest := text
 	if withFlags {
-		want++
+		if r.flags, rest, ok = strings.Cut(rest, ":"); !ok {
+			return reply{}, false
+		}
 	}
+	pid, token := rest, ""
 	if withToken {
-		want++
+		if pid, token, ok = strings.Cut(rest, ":"); !ok {
+			return reply{}, false
+		}
 	}
-	if len(fields) != want {
-		return r, false
-	}
-	if withFlags {
-		r.flags, fields = fields[0], fields[1:]
-	}
-	pid, err := strconv.ParseUint(fields[0], 10, 32)
+	n, err := strconv.ParseUint(pid, 10, 32)
 	if err != nil {
-		return r, false
+		return reply{}, false
 	}
-	r.pid = uint32(pid)
-	if withToken && fields[1] != "" {
-		if r.token, err = strconv.ParseInt(fields[1], 10, 64); err != nil {
-			return r, false
+	r.pid = uint32(n)
+	if token != "" {
+		if r.token, err = strconv.ParseInt(token, 10, 64); err != nil {
+			return reply{}, false
 		}
 	}
 	return r, true
