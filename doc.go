@@ -167,14 +167,19 @@
 // backend per client, works.
 //
 // A pooler cannot be recognised by its pids (PgBouncer reports its own in
-// every mode), so the library watches what it does: every lock and unlock
+// every mode), so the library watches what it does. Every lock and unlock
 // statement also returns the pid of the backend that ran it, which must be
 // the session's (a Session's from Open; on a plain connection, the one its
-// first lock statement answered from while it held nothing). When it is not,
-// the Lock gives back what it can, closes the connection and returns an
-// error wrapping ErrPooler and ErrLost. Clients whose statements happen to
-// land on the same backend cannot be told apart, so on a plain connection
-// this is a tripwire, not a guarantee: do not lock through such a pooler.
+// first lock statement answered from while it held nothing), and no backend
+// may hold the locks of two connections of the process (a backend is named
+// by its pid and its server's start time). When either fails, the Lock
+// gives back what it can, closes the connection and returns an error
+// wrapping ErrPooler and ErrLost. Clients in different processes whose
+// statements land on the same backend cannot be told apart, so on a plain
+// connection this is a tripwire, not a guarantee: do not lock through such
+// a pooler. Two front ends on one connection (alock on the *pgx.Conn under
+// an alocksql *sql.Conn) count as two connections sharing a backend; use
+// one.
 //
 // # Cancellation
 //

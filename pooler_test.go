@@ -96,9 +96,11 @@ func TestPlainConnThroughTransactionPooler(t *testing.T) {
 }
 
 // TestTwoClientsThroughTransactionPooler is the scenario the pid check
-// exists for: clients of a transaction-mode pool take one exclusive lock in
-// turn. Without it they all got it at once, without an error; now the
-// Locks notice the backend changing and fail with ErrPooler.
+// exists for: five clients of a transaction-mode pool take one exclusive
+// lock, five rounds each. Without it they all got it at once, without an
+// error; now a Lock whose statement ran on another backend than its
+// session's, or on the backend whose locks another connection holds, fails
+// with ErrPooler, and no two hold at once.
 func TestTwoClientsThroughTransactionPooler(t *testing.T) {
 	t.Parallel()
 	_, via := startBouncer(t, "transaction")
@@ -144,6 +146,9 @@ func TestTwoClientsThroughTransactionPooler(t *testing.T) {
 	t.Logf("at most %d holders at once; %d ErrPooler", most, poolerErrs)
 	if poolerErrs == 0 {
 		t.Fatalf("no ErrPooler through a transaction pooler (at most %d holders at once)", most)
+	}
+	if most > 1 {
+		t.Errorf("%d clients held the exclusive lock at once", most)
 	}
 	for _, err := range otherErrs {
 		t.Error(err)

@@ -15,18 +15,22 @@ var ErrPooler = errors.New("alock: a transaction-mode pooler is in the way: one 
 // unlocked on another, or shared with other clients. The backend is the one
 // given in Options (a Session's, from Open), or else the one that answered
 // this Lock's first statement, or the one the session's current holds were
-// taken on; the first statement of a Lock on a session that holds nothing
-// cannot be checked.
-func (l *Lock) checkBackend(op operation, pid uint32) error {
+// taken on. A lock statement of a session that holds nothing claims its
+// backend, which must not be the backend of another holding session of this
+// process: only a pooler makes two connections share one.
+func (l *Lock) checkBackend(op operation, r reply) error {
 	want := l.pid
 	if want == 0 {
 		want = sessionPID(l.conn.Key())
 	}
-	if want != 0 && pid != want {
-		return fmt.Errorf("alock: %s: %w: backend %d answered, the session's is %d", op, ErrPooler, pid, want)
+	if want != 0 && r.pid != want {
+		return fmt.Errorf("alock: %s: %w: backend %d answered, the session's is %d", op, ErrPooler, r.pid, want)
+	}
+	if r.start != "" && !claimBackend(l.conn.Key(), backend{r.start, r.pid}) {
+		return fmt.Errorf("alock: %s: %w: backend %d also holds the locks of another connection", op, ErrPooler, r.pid)
 	}
 	if l.pid == 0 && l.guard == nil { // a Session's Locks know their pid from Options
-		l.pid = pid
+		l.pid = r.pid
 	}
 	return nil
 }

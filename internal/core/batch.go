@@ -92,13 +92,13 @@ func (l *Lock) runBatch(ops []*batchOp) {
 			}
 		}
 	}
-	flags, pid, err := l.runRows(rows, singleStatement(ops, rows))
+	flags, rep, err := l.runRows(rows, singleStatement(ops, rows))
 	if err != nil && SQLState(err) != "" && !l.conn.Closed() {
 		l.reconcile(ops, sent, err) // e.g. a full lock table (53200)
 		return
 	}
 	if err == nil {
-		err = l.checkBackend(operation{"batch", l.label}, pid)
+		err = l.checkBackend(operation{"batch", l.label}, rep)
 	}
 	if err != nil {
 		err = l.abandon(context.Background(), "batch", err)
@@ -107,7 +107,8 @@ func (l *Lock) runBatch(ops []*batchOp) {
 		}
 		return
 	}
-	l.settle(ops, sent, flags, pid)
+	l.settle(ops, sent, flags, rep.pid)
+	dropIfEmpty(key) // the claim of a batch that took nothing
 }
 
 // settle hands out a batch's results: an unlock is ok if every tag was
@@ -237,10 +238,10 @@ func unheldRows(r batchRows) []Tag {
 }
 
 // runRows sends the rows (or single, a statement with the same flags) and
-// returns one flag per row and the backend that ran them.
-func (l *Lock) runRows(r batchRows, single *statement) ([]bool, uint32, error) {
+// returns one flag per row and the reply (its backend).
+func (l *Lock) runRows(r batchRows, single *statement) ([]bool, reply, error) {
 	if len(r.ops) == 0 {
-		return nil, 0, nil
+		return nil, reply{}, nil
 	}
 	// No deadline, as for an operation under a context that cannot end: a
 	// batch serves several callers, and a Session's TCP keepalive bounds a
@@ -256,15 +257,15 @@ func (l *Lock) runRows(r batchRows, single *statement) ([]bool, uint32, error) {
 		return err
 	})
 	if err != nil {
-		return nil, 0, err
+		return nil, reply{}, err
 	}
 	// A try statement ends with an (empty) token: "flags:pid:".
 	rep, ok := parseReply(strings.TrimSuffix(text, ":"), true, false)
 	flags, ok2 := parseFlags(rep.flags, len(r.ops))
 	if !ok || !ok2 {
-		return nil, 0, errors.New("unexpected batch result " + strconv.Quote(text))
+		return nil, reply{}, errors.New("unexpected batch result " + strconv.Quote(text))
 	}
-	return flags, rep.pid, nil
+	return flags, rep, nil
 }
 
 // acquireBatched is an acquisition's first try, batched. done reports that

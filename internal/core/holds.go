@@ -17,11 +17,18 @@ type grant struct {
 }
 
 // sessionHolds is what the library knows of one session while it holds
-// anything: its holds, and the backend pid that answered its first lock
+// anything: its holds, and the backend that answered its first lock
 // statement, which every later one must match (see checkBackend).
 type sessionHolds struct {
-	pid    uint32
-	grants map[holdKey]*grant
+	pid     uint32
+	backend backend // zero if its lock statement did not name the server
+	grants  map[holdKey]*grant
+}
+
+// backend is one server process: its pid and its server's start time.
+type backend struct {
+	start string
+	pid   uint32
 }
 
 // holds counts, per session and (tag, mode), the Locks that hold it. The
@@ -29,10 +36,50 @@ type sessionHolds struct {
 // number of Locks, so that after a failure "is it held on the server?" tells
 // whether the failed statement took it. A session's entry goes when its last
 // hold does.
+//
+// backends maps each backend that a holding session's locks were taken on
+// to that session: no backend serves two connections, unless a pooler
+// shares it between them.
 var holds = struct {
 	sync.Mutex
-	m map[any]*sessionHolds
-}{m: make(map[any]*sessionHolds)}
+	m        map[any]*sessionHolds
+	backends map[backend]any
+}{m: make(map[any]*sessionHolds), backends: make(map[backend]any)}
+
+// claimBackend records that the session's locks are taken on backend b,
+// unless it already holds anything (whose backend checkBackend compares).
+// It returns false if another holding session's locks were taken on b.
+func claimBackend(session any, b backend) bool {
+	holds.Lock()
+	defer holds.Unlock()
+	if holds.m[session] != nil {
+		return true
+	}
+	if other, ok := holds.backends[b]; ok && other != session {
+		return false
+	}
+	holds.m[session] = &sessionHolds{pid: b.pid, backend: b, grants: make(map[holdKey]*grant)}
+	holds.backends[b] = session
+	return true
+}
+
+// dropIfEmpty forgets a session that holds nothing: its claim of a backend
+// by a lock statement that did not end in a hold.
+func dropIfEmpty(session any) {
+	holds.Lock()
+	defer holds.Unlock()
+	if s := holds.m[session]; s != nil && len(s.grants) == 0 {
+		deleteSession(session, s)
+	}
+}
+
+// deleteSession removes the session's entry and its claim; holds is locked.
+func deleteSession(session any, s *sessionHolds) {
+	delete(holds.m, session)
+	if holds.backends[s.backend] == session {
+		delete(holds.backends, s.backend)
+	}
+}
 
 // unheld returns the tags of tags that no Lock holds in mode m on the session.
 func unheld(session any, m Mode, tags []Tag) []Tag {
@@ -106,7 +153,7 @@ func dropHolds(session any, m Mode, tags []Tag) []Tag {
 		}
 	}
 	if len(s.grants) == 0 {
-		delete(holds.m, session)
+		deleteSession(session, s)
 	}
 	return freed
 }
@@ -127,7 +174,9 @@ func sessionPID(session any) uint32 {
 func forgetSession(session any) {
 	holds.Lock()
 	defer holds.Unlock()
-	delete(holds.m, session)
+	if s := holds.m[session]; s != nil {
+		deleteSession(session, s)
+	}
 }
 
 // HoldCount returns how many server-level holds the library knows of on a

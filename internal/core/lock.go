@@ -153,6 +153,7 @@ func (l *Lock) acquireOnce(ctx context.Context, op operation, try bool) (bool, i
 	if send := unheld(l.conn.Key(), l.mode, l.tags); len(send) > 0 {
 		ok, r, next, err := l.takeOrWait(ctx, op, try, send)
 		if !ok || err != nil || next != done {
+			dropIfEmpty(l.conn.Key()) // the statement's claim of its backend
 			return false, next, err
 		}
 		if got = r; l.fence != "" && got.token == 0 { // a sliced wait: no statement drew
@@ -277,7 +278,7 @@ func (l *Lock) take(ctx context.Context, op operation, try bool, send []Tag) (bo
 		err := fmt.Errorf("alock: %s: unexpected result %q", op, text)
 		return false, reply{}, errors.Join(err, l.giveBack(ctx, sp, send))
 	}
-	if err := l.checkBackend(op, r.pid); err != nil {
+	if err := l.checkBackend(op, r); err != nil {
 		return false, reply{}, l.distrust(ctx, err, send)
 	}
 	if try {

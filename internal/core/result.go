@@ -11,12 +11,13 @@ import (
 type reply struct {
 	flags string // one '1' or '0' per tag (tries and unlocks)
 	pid   uint32 // the backend that ran the statement
+	start string // the server's start time (lock statements only), "" if not reported
 	token int64  // the fencing token drawn, 0 for none
 }
 
-// parseReply parses the text of lockStatement ("pid:token"), tryStatement
-// ("flags:pid:token", withFlags) or unlockStatement ("flags:pid", withFlags
-// and not withToken).
+// parseReply parses the text of lockStatement ("pid@start:token"),
+// tryStatement ("flags:pid@start:token", withFlags) or unlockStatement
+// ("flags:pid", withFlags and not withToken).
 func parseReply(text string, withFlags, withToken bool) (r reply, ok bool) {
 	rest := text
 	if withFlags {
@@ -30,6 +31,7 @@ func parseReply(text string, withFlags, withToken bool) (r reply, ok bool) {
 			return reply{}, false
 		}
 	}
+	pid, r.start, _ = strings.Cut(pid, "@")
 	n, err := strconv.ParseUint(pid, 10, 32)
 	if err != nil {
 		return reply{}, false

@@ -34,7 +34,7 @@ func (l *Lock) takeInSlices(ctx context.Context, op operation, sp savepoint, sen
 			if !ok {
 				return false, reply{}, errors.Join(fmt.Errorf("alock: %s: unexpected result %q", op, text), l.giveBack(ctx, sp, send))
 			}
-			if err := l.checkBackend(op, r.pid); err != nil {
+			if err := l.checkBackend(op, r); err != nil {
 				return false, reply{}, l.distrust(ctx, err, send)
 			}
 			return true, r, sp.release(ctx, l.conn)

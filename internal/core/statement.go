@@ -14,14 +14,14 @@ type statement struct {
 }
 
 // Every statement that takes or releases locks also reports the backend
-// pid that ran it, so that a pooler that moves a connection's statements
+// pid that ran it (those that take them also the server: see backendSQL), so that a pooler that moves a connection's statements
 // between backends is noticed (see checkBackend), and a fenced one draws
 // the fencing token of the grant: one round trip for it all.
 
-// lockStatement takes every tag in order and reports "pid:token" (the token
+// lockStatement takes every tag in order and reports "pid@start:token" (the token
 // empty unless fence names the sequence to draw it from):
 //
-//	SELECT concat(pg_backend_pid(), ':', nextval($4::regclass))
+//	SELECT concat(pg_backend_pid(), '@', date_part('epoch', pg_postmaster_start_time()), ':', nextval($4::regclass))
 //	FROM (SELECT set_config('synchronous_commit', 'on', true),
 //	             pg_advisory_lock($1), pg_advisory_lock($2, $3)) AS l
 //
@@ -33,10 +33,10 @@ type statement struct {
 // Unfenced, it is one expression (void prints as nothing), which the server
 // plans faster:
 //
-//	SELECT concat(pg_advisory_lock($1), pg_advisory_lock($2, $3), pg_backend_pid(), ':')
+//	SELECT concat(pg_advisory_lock($1), pg_advisory_lock($2, $3), pg_backend_pid(), '@', ..., ':')
 func lockStatement(m Mode, tags []Tag, fence string) statement {
 	if fence == "" {
-		return build("SELECT concat(", "pg_advisory_lock"+m.suffix(), ", ", ", pg_backend_pid(), ':')", tags, false, nil)
+		return build("SELECT concat(", "pg_advisory_lock"+m.suffix(), ", ", ", "+backendSQL+", ':')", tags, false, nil)
 	}
 	return grantStatement(build("SELECT "+durable(fence), "pg_advisory_lock"+m.suffix(), ", ", "", tags, false, nil), fence)
 }
@@ -44,7 +44,7 @@ func lockStatement(m Mode, tags []Tag, fence string) statement {
 // lockWithinStatement is lockStatement with the server's lock_timeout set to
 // d for the statement's transaction:
 //
-//	SELECT concat(pg_backend_pid(), ':')
+//	SELECT concat(pg_backend_pid(), '@', ..., ':')
 //	FROM (SELECT set_config('lock_timeout', $1, true), pg_advisory_lock($2)) AS l
 func lockWithinStatement(m Mode, tags []Tag, d time.Duration, fence string) statement {
 	ms := strconv.FormatInt(max(d.Milliseconds(), 1), 10) + "ms"
@@ -53,15 +53,20 @@ func lockWithinStatement(m Mode, tags []Tag, d time.Duration, fence string) stat
 }
 
 // grantStatement wraps the statement that takes the locks so that it
-// reports "pid:token".
+// reports "pid@start:token".
 func grantStatement(take statement, fence string) statement {
 	draw := ""
 	if fence != "" {
 		take.args = append(take.args, fence)
 		draw = ", nextval($" + strconv.Itoa(len(take.args)) + "::regclass)"
 	}
-	return statement{sql: "SELECT concat(pg_backend_pid(), ':'" + draw + ") FROM (" + take.sql + ") AS l", args: take.args}
+	return statement{sql: "SELECT concat(" + backendSQL + ", ':'" + draw + ") FROM (" + take.sql + ") AS l", args: take.args}
 }
+
+// backendSQL names the backend that runs a lock statement, as
+// "pid@start" with the server's start time (seconds since 1970), so that
+// pids of two servers never compare equal.
+const backendSQL = "pg_backend_pid(), '@', date_part('epoch', pg_postmaster_start_time())"
 
 // durable is the set_config that makes the commit of a statement that draws
 // a token flush the WAL whatever the session's synchronous_commit: nextval
@@ -77,23 +82,23 @@ func durable(fence string) string {
 
 // tryStatement tries every tag in order and reports each result as one
 // character, '1' for taken and '0' for not, then the pid and, if every tag
-// was taken and fence names a sequence, the token: "flags:pid:token".
+// was taken and fence names a sequence, the token: "flags:pid@start:token".
 //
-//	SELECT concat(pg_try_advisory_lock($1)::int, pg_try_advisory_lock($2, $3)::int, ':', pg_backend_pid(), ':')
+//	SELECT concat(pg_try_advisory_lock($1)::int, pg_try_advisory_lock($2, $3)::int, ':', pg_backend_pid(), '@', ..., ':')
 //
 // or, fenced:
 //
-//	SELECT concat(f, ':', pg_backend_pid(), ':', CASE WHEN strpos(f, '0') = 0 THEN nextval($4::regclass) END)
+//	SELECT concat(f, ':', pg_backend_pid(), '@', ..., ':', CASE WHEN strpos(f, '0') = 0 THEN nextval($4::regclass) END)
 //	FROM (SELECT set_config('synchronous_commit', 'on', true), concat(pg_try_advisory_lock($1)::int, ...) AS f) AS l
 func tryStatement(m Mode, tags []Tag, fence string) statement {
 	fn := "pg_try_advisory_lock" + m.suffix()
 	if fence == "" {
-		return build("SELECT concat(", fn, "::int, ", "::int, ':', pg_backend_pid(), ':')", tags, false, nil)
+		return build("SELECT concat(", fn, "::int, ", "::int, ':', "+backendSQL+", ':')", tags, false, nil)
 	}
 	take := build("SELECT "+durable(fence)+"concat(", fn, "::int, ", "::int) AS f", tags, false, nil)
 	take.args = append(take.args, fence)
 	draw := "CASE WHEN strpos(f, '0') = 0 THEN nextval($" + strconv.Itoa(len(take.args)) + "::regclass) END"
-	return statement{sql: "SELECT concat(f, ':', pg_backend_pid(), ':', " + draw + ") FROM (" + take.sql + ") AS l", args: take.args}
+	return statement{sql: "SELECT concat(f, ':', " + backendSQL + ", ':', " + draw + ") FROM (" + take.sql + ") AS l", args: take.args}
 }
 
 // unlockStatement releases the tags in reverse order and reports each result

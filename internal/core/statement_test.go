@@ -11,10 +11,10 @@ func TestStatementsTakeTagsInOrder(t *testing.T) {
 		st   statement
 		want string
 	}{
-		{lockStatement(Exclusive, tags, ""), "SELECT concat(pg_advisory_lock($1), pg_advisory_lock($2, $3), pg_advisory_lock($4), pg_backend_pid(), ':')"},
-		{lockStatement(Exclusive, tags[:1], "f"), "SELECT concat(pg_backend_pid(), ':', nextval($2::regclass)) FROM (SELECT set_config('synchronous_commit', 'on', true), pg_advisory_lock($1)) AS l"},
-		{tryStatement(Share, tags, ""), "SELECT concat(pg_try_advisory_lock_shared($1)::int, pg_try_advisory_lock_shared($2, $3)::int, pg_try_advisory_lock_shared($4)::int, ':', pg_backend_pid(), ':')"},
-		{tryStatement(Share, tags[:1], "f"), "SELECT concat(f, ':', pg_backend_pid(), ':', CASE WHEN strpos(f, '0') = 0 THEN nextval($2::regclass) END) FROM (SELECT set_config('synchronous_commit', 'on', true), concat(pg_try_advisory_lock_shared($1)::int) AS f) AS l"},
+		{lockStatement(Exclusive, tags, ""), "SELECT concat(pg_advisory_lock($1), pg_advisory_lock($2, $3), pg_advisory_lock($4), pg_backend_pid(), '@', date_part('epoch', pg_postmaster_start_time()), ':')"},
+		{lockStatement(Exclusive, tags[:1], "f"), "SELECT concat(pg_backend_pid(), '@', date_part('epoch', pg_postmaster_start_time()), ':', nextval($2::regclass)) FROM (SELECT set_config('synchronous_commit', 'on', true), pg_advisory_lock($1)) AS l"},
+		{tryStatement(Share, tags, ""), "SELECT concat(pg_try_advisory_lock_shared($1)::int, pg_try_advisory_lock_shared($2, $3)::int, pg_try_advisory_lock_shared($4)::int, ':', pg_backend_pid(), '@', date_part('epoch', pg_postmaster_start_time()), ':')"},
+		{tryStatement(Share, tags[:1], "f"), "SELECT concat(f, ':', pg_backend_pid(), '@', date_part('epoch', pg_postmaster_start_time()), ':', CASE WHEN strpos(f, '0') = 0 THEN nextval($2::regclass) END) FROM (SELECT set_config('synchronous_commit', 'on', true), concat(pg_try_advisory_lock_shared($1)::int) AS f) AS l"},
 		{unlockStatement(Exclusive, tags), "SELECT concat(reverse(concat(pg_advisory_unlock($1)::int, pg_advisory_unlock($2, $3)::int, pg_advisory_unlock($4)::int)), ':', pg_backend_pid())"},
 	} {
 		if tc.st.sql != tc.want {
@@ -56,10 +56,10 @@ func TestParseResults(t *testing.T) {
 			t.Errorf("parseFlags(%q, 3) accepted", bad)
 		}
 	}
-	if r, ok := parseReply("101:42:7", true, true); !ok || r != (reply{"101", 42, 7}) {
+	if r, ok := parseReply("101:42@1.5:7", true, true); !ok || r != (reply{"101", 42, "1.5", 7}) {
 		t.Errorf("parseReply of a try: %+v %v", r, ok)
 	}
-	if r, ok := parseReply("42:", false, true); !ok || r != (reply{"", 42, 0}) {
+	if r, ok := parseReply("42:", false, true); !ok || r != (reply{"", 42, "", 0}) {
 		t.Errorf("parseReply of an unfenced lock: %+v %v", r, ok)
 	}
 	for _, bad := range []string{"42", "x:1", "1:2:3", ""} {
