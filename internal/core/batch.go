@@ -98,7 +98,7 @@ func (l *Lock) runBatch(ops []*batchOp) {
 		return
 	}
 	if err == nil {
-		err = l.checkBackend(operation{"batch", l.label}, rep)
+		err = l.checkBackend(operation{"batch", l.label}, rep, true)
 	}
 	if err != nil {
 		err = l.abandon(context.Background(), "batch", err)
@@ -219,7 +219,7 @@ func singleStatement(ops []*batchOp, rows batchRows) *statement {
 	case len(rows.ops) == len(op.l.tags):
 		st = op.l.tryAll
 	default:
-		st = tryStatement(op.l.mode, unheldRows(rows), "")
+		st = tryStatement(op.l.mode, unheldRows(rows), "", op.l.who())
 	}
 	return &st
 }

@@ -18,6 +18,7 @@ type Lock struct {
 	guard Guard  // nil for a plain connection
 	fence string // the sequence of fencing tokens, "" for none
 	pid   uint32 // the session's backend, 0 until known (see checkBackend)
+	start string // its server's start time, "" until known
 	// label names the Lock in errors; it is rendered only for them.
 	label func() string
 	mode  Mode
@@ -45,8 +46,8 @@ func NewLock(c Conn, label func() string, m Mode, tags []Tag, opts Options) *Loc
 	distinct := distinct(tags)
 	return &Lock{
 		conn: c, guard: opts.Guard, fence: opts.Fence, pid: opts.PID, label: label, mode: m, tags: distinct,
-		lockAll:   lockStatement(m, distinct, opts.Fence),
-		tryAll:    tryStatement(m, distinct, opts.Fence),
+		lockAll:   lockStatement(m, distinct, opts.Fence, pidStartSQL),
+		tryAll:    tryStatement(m, distinct, opts.Fence, pidStartSQL),
 		unlockAll: unlockStatement(m, distinct),
 		state:     hold{lost: make(chan struct{})},
 		turn:      make(chan struct{}, 1),
@@ -247,9 +248,9 @@ func (l *Lock) take(ctx context.Context, op operation, try bool, send []Tag) (bo
 		st = l.tryAll
 	}
 	if len(send) != len(l.tags) {
-		st = lockStatement(l.mode, send, l.fence)
+		st = lockStatement(l.mode, send, l.fence, l.who())
 		if try {
-			st = tryStatement(l.mode, send, l.fence)
+			st = tryStatement(l.mode, send, l.fence, l.who())
 		}
 	}
 	sp, err := beginSavepoint(ctx, l.conn)
@@ -278,7 +279,7 @@ func (l *Lock) take(ctx context.Context, op operation, try bool, send []Tag) (bo
 		err := fmt.Errorf("alock: %s: unexpected result %q", op, text)
 		return false, reply{}, errors.Join(err, l.giveBack(ctx, sp, send))
 	}
-	if err := l.checkBackend(op, r); err != nil {
+	if err := l.checkBackend(op, r, true); err != nil {
 		return false, reply{}, l.distrust(ctx, err, send)
 	}
 	if try {

@@ -163,7 +163,7 @@ func (l *Lock) unlock(ctx context.Context, tags []Tag, strict bool) error {
 	if !ok || !ok2 {
 		return l.abandon(ctx, "unlock", fmt.Errorf("unexpected result %q", text))
 	}
-	if err := l.checkBackend(operation{"unlock", l.label}, r); err != nil {
+	if err := l.checkBackend(operation{"unlock", l.label}, r, false); err != nil {
 		return l.abandon(ctx, "unlock", err)
 	}
 	var notHeld []Tag

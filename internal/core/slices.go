@@ -27,14 +27,14 @@ func (l *Lock) takeInSlices(ctx context.Context, op operation, sp savepoint, sen
 		if deadline, ok := ctx.Deadline(); ok {
 			wait = min(wait, time.Until(deadline))
 		}
-		st := lockWithinStatement(l.mode, rest, wait, l.fence)
+		st := lockWithinStatement(l.mode, rest, wait, l.fence, l.who())
 		text, err := l.conn.QueryText(context.WithoutCancel(ctx), st.sql, st.args)
 		if err == nil {
 			r, ok := parseReply(text, false, true)
 			if !ok {
 				return false, reply{}, errors.Join(fmt.Errorf("alock: %s: unexpected result %q", op, text), l.giveBack(ctx, sp, send))
 			}
-			if err := l.checkBackend(op, r); err != nil {
+			if err := l.checkBackend(op, r, true); err != nil {
 				return false, reply{}, l.distrust(ctx, err, send)
 			}
 			return true, r, sp.release(ctx, l.conn)

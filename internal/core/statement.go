@@ -14,7 +14,7 @@ type statement struct {
 }
 
 // Every statement that takes or releases locks also reports the backend
-// pid that ran it (those that take them also the server: see backendSQL), so that a pooler that moves a connection's statements
+// pid that ran it (those that take them, until the Lock knows it, also the server: see pidStartSQL), so that a pooler that moves a connection's statements
 // between backends is noticed (see checkBackend), and a fenced one draws
 // the fencing token of the grant: one round trip for it all.
 
@@ -34,11 +34,11 @@ type statement struct {
 // plans faster:
 //
 //	SELECT concat(pg_advisory_lock($1), pg_advisory_lock($2, $3), pg_backend_pid(), '@', ..., ':')
-func lockStatement(m Mode, tags []Tag, fence string) statement {
+func lockStatement(m Mode, tags []Tag, fence, who string) statement {
 	if fence == "" {
-		return build("SELECT concat(", "pg_advisory_lock"+m.suffix(), ", ", ", "+backendSQL+", ':')", tags, false, nil)
+		return build("SELECT concat(", "pg_advisory_lock"+m.suffix(), ", ", ", "+who+", ':')", tags, false, nil)
 	}
-	return grantStatement(build("SELECT "+durable(fence), "pg_advisory_lock"+m.suffix(), ", ", "", tags, false, nil), fence)
+	return grantStatement(build("SELECT "+durable(fence), "pg_advisory_lock"+m.suffix(), ", ", "", tags, false, nil), fence, who)
 }
 
 // lockWithinStatement is lockStatement with the server's lock_timeout set to
@@ -46,27 +46,30 @@ func lockStatement(m Mode, tags []Tag, fence string) statement {
 //
 //	SELECT concat(pg_backend_pid(), '@', ..., ':')
 //	FROM (SELECT set_config('lock_timeout', $1, true), pg_advisory_lock($2)) AS l
-func lockWithinStatement(m Mode, tags []Tag, d time.Duration, fence string) statement {
+func lockWithinStatement(m Mode, tags []Tag, d time.Duration, fence, who string) statement {
 	ms := strconv.FormatInt(max(d.Milliseconds(), 1), 10) + "ms"
 	head := "SELECT set_config('lock_timeout', $1, true), " + durable(fence)
-	return grantStatement(build(head, "pg_advisory_lock"+m.suffix(), ", ", "", tags, false, []any{ms}), fence)
+	return grantStatement(build(head, "pg_advisory_lock"+m.suffix(), ", ", "", tags, false, []any{ms}), fence, who)
 }
 
 // grantStatement wraps the statement that takes the locks so that it
 // reports "pid@start:token".
-func grantStatement(take statement, fence string) statement {
+func grantStatement(take statement, fence, who string) statement {
 	draw := ""
 	if fence != "" {
 		take.args = append(take.args, fence)
 		draw = ", nextval($" + strconv.Itoa(len(take.args)) + "::regclass)"
 	}
-	return statement{sql: "SELECT concat(" + backendSQL + ", ':'" + draw + ") FROM (" + take.sql + ") AS l", args: take.args}
+	return statement{sql: "SELECT concat(" + who + ", ':'" + draw + ") FROM (" + take.sql + ") AS l", args: take.args}
 }
 
-// backendSQL names the backend that runs a lock statement, as
-// "pid@start" with the server's start time (seconds since 1970), so that
-// pids of two servers never compare equal.
-const backendSQL = "pg_backend_pid(), '@', date_part('epoch', pg_postmaster_start_time())"
+// How a lock statement names the backend that runs it (who): by pid, or,
+// until a Lock knows its server, as "pid@start" with the server's start time
+// (seconds since 1970), so that pids of two servers never compare equal.
+const (
+	pidSQL      = "pg_backend_pid()"
+	pidStartSQL = "pg_backend_pid(), '@', date_part('epoch', pg_postmaster_start_time())"
+)
 
 // durable is the set_config that makes the commit of a statement that draws
 // a token flush the WAL whatever the session's synchronous_commit: nextval
@@ -90,15 +93,15 @@ func durable(fence string) string {
 //
 //	SELECT concat(f, ':', pg_backend_pid(), '@', ..., ':', CASE WHEN strpos(f, '0') = 0 THEN nextval($4::regclass) END)
 //	FROM (SELECT set_config('synchronous_commit', 'on', true), concat(pg_try_advisory_lock($1)::int, ...) AS f) AS l
-func tryStatement(m Mode, tags []Tag, fence string) statement {
+func tryStatement(m Mode, tags []Tag, fence, who string) statement {
 	fn := "pg_try_advisory_lock" + m.suffix()
 	if fence == "" {
-		return build("SELECT concat(", fn, "::int, ", "::int, ':', "+backendSQL+", ':')", tags, false, nil)
+		return build("SELECT concat(", fn, "::int, ", "::int, ':', "+who+", ':')", tags, false, nil)
 	}
 	take := build("SELECT "+durable(fence)+"concat(", fn, "::int, ", "::int) AS f", tags, false, nil)
 	take.args = append(take.args, fence)
 	draw := "CASE WHEN strpos(f, '0') = 0 THEN nextval($" + strconv.Itoa(len(take.args)) + "::regclass) END"
-	return statement{sql: "SELECT concat(f, ':', " + backendSQL + ", ':', " + draw + ") FROM (" + take.sql + ") AS l", args: take.args}
+	return statement{sql: "SELECT concat(f, ':', " + who + ", ':', " + draw + ") FROM (" + take.sql + ") AS l", args: take.args}
 }
 
 // unlockStatement releases the tags in reverse order and reports each result

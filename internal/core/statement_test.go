@@ -11,17 +11,17 @@ func TestStatementsTakeTagsInOrder(t *testing.T) {
 		st   statement
 		want string
 	}{
-		{lockStatement(Exclusive, tags, ""), "SELECT concat(pg_advisory_lock($1), pg_advisory_lock($2, $3), pg_advisory_lock($4), pg_backend_pid(), '@', date_part('epoch', pg_postmaster_start_time()), ':')"},
-		{lockStatement(Exclusive, tags[:1], "f"), "SELECT concat(pg_backend_pid(), '@', date_part('epoch', pg_postmaster_start_time()), ':', nextval($2::regclass)) FROM (SELECT set_config('synchronous_commit', 'on', true), pg_advisory_lock($1)) AS l"},
-		{tryStatement(Share, tags, ""), "SELECT concat(pg_try_advisory_lock_shared($1)::int, pg_try_advisory_lock_shared($2, $3)::int, pg_try_advisory_lock_shared($4)::int, ':', pg_backend_pid(), '@', date_part('epoch', pg_postmaster_start_time()), ':')"},
-		{tryStatement(Share, tags[:1], "f"), "SELECT concat(f, ':', pg_backend_pid(), '@', date_part('epoch', pg_postmaster_start_time()), ':', CASE WHEN strpos(f, '0') = 0 THEN nextval($2::regclass) END) FROM (SELECT set_config('synchronous_commit', 'on', true), concat(pg_try_advisory_lock_shared($1)::int) AS f) AS l"},
+		{lockStatement(Exclusive, tags, "", pidStartSQL), "SELECT concat(pg_advisory_lock($1), pg_advisory_lock($2, $3), pg_advisory_lock($4), pg_backend_pid(), '@', date_part('epoch', pg_postmaster_start_time()), ':')"},
+		{lockStatement(Exclusive, tags[:1], "f", pidStartSQL), "SELECT concat(pg_backend_pid(), '@', date_part('epoch', pg_postmaster_start_time()), ':', nextval($2::regclass)) FROM (SELECT set_config('synchronous_commit', 'on', true), pg_advisory_lock($1)) AS l"},
+		{tryStatement(Share, tags, "", pidSQL), "SELECT concat(pg_try_advisory_lock_shared($1)::int, pg_try_advisory_lock_shared($2, $3)::int, pg_try_advisory_lock_shared($4)::int, ':', pg_backend_pid(), ':')"},
+		{tryStatement(Share, tags[:1], "f", pidStartSQL), "SELECT concat(f, ':', pg_backend_pid(), '@', date_part('epoch', pg_postmaster_start_time()), ':', CASE WHEN strpos(f, '0') = 0 THEN nextval($2::regclass) END) FROM (SELECT set_config('synchronous_commit', 'on', true), concat(pg_try_advisory_lock_shared($1)::int) AS f) AS l"},
 		{unlockStatement(Exclusive, tags), "SELECT concat(reverse(concat(pg_advisory_unlock($1)::int, pg_advisory_unlock($2, $3)::int, pg_advisory_unlock($4)::int)), ':', pg_backend_pid())"},
 	} {
 		if tc.st.sql != tc.want {
 			t.Errorf("got  %s\nwant %s", tc.st.sql, tc.want)
 		}
 	}
-	if got, want := lockStatement(Exclusive, tags, "").args, []any{int64(-1), int32(1), int32(-2), int64(1<<32 | 7)}; !slices.Equal(got, want) {
+	if got, want := lockStatement(Exclusive, tags, "", pidStartSQL).args, []any{int64(-1), int32(1), int32(-2), int64(1<<32 | 7)}; !slices.Equal(got, want) {
 		t.Errorf("lock args %v, want %v", got, want)
 	}
 	// The unlock runs in reverse order; its result is reversed back.
