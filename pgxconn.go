@@ -16,12 +16,29 @@ func (p pgxConn) Exec(ctx context.Context, sql string, args []any) error {
 	return err
 }
 
+// QueryText reads the text column's bytes as they come (a text value is the
+// same in either format), without a scan plan: the lock statements are on
+// the hot path.
 func (p pgxConn) QueryText(ctx context.Context, sql string, args []any) (string, error) {
-	var s *string
-	if err := p.c.QueryRow(ctx, sql, args...).Scan(&s); err != nil || s == nil {
+	rows, err := p.c.Query(ctx, sql, args...)
+	if err != nil {
 		return "", err
 	}
-	return *s, nil
+	var s string
+	found := rows.Next()
+	if found {
+		if v := rows.RawValues(); len(v) > 0 {
+			s = string(v[0])
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return "", err
+	}
+	if !found {
+		return "", pgx.ErrNoRows
+	}
+	return s, nil
 }
 
 func (p pgxConn) CanCancel() bool { return true }

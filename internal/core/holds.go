@@ -22,7 +22,7 @@ type grant struct {
 type sessionHolds struct {
 	pid     uint32
 	backend backend // zero if its lock statement did not name the server
-	grants  map[holdKey]*grant
+	grants  map[holdKey]grant
 }
 
 // backend is one server process: its pid and its server's start time.
@@ -58,7 +58,7 @@ func claimBackend(session any, b backend) bool {
 	if other, ok := holds.backends[b]; ok && other != session {
 		return false
 	}
-	holds.m[session] = &sessionHolds{pid: b.pid, backend: b, grants: make(map[holdKey]*grant)}
+	holds.m[session] = &sessionHolds{pid: b.pid, backend: b, grants: make(map[holdKey]grant)}
 	holds.backends[b] = session
 	return true
 }
@@ -91,7 +91,7 @@ func unheld(session any, m Mode, tags []Tag) []Tag {
 	}
 	var out []Tag
 	for _, t := range tags {
-		if s.grants[holdKey{t, m}] == nil {
+		if _, ok := s.grants[holdKey{t, m}]; !ok {
 			out = append(out, t)
 		}
 	}
@@ -110,7 +110,7 @@ func addHolds(session any, m Mode, tags []Tag, pid uint32, token int64) int64 {
 	defer holds.Unlock()
 	s := holds.m[session]
 	if s == nil {
-		s = &sessionHolds{grants: make(map[holdKey]*grant)}
+		s = &sessionHolds{grants: make(map[holdKey]grant)}
 		holds.m[session] = s
 	}
 	if s.pid == 0 {
@@ -118,12 +118,13 @@ func addHolds(session any, m Mode, tags []Tag, pid uint32, token int64) int64 {
 	}
 	var newest int64
 	for _, t := range tags {
-		g := s.grants[holdKey{t, m}]
-		if g == nil {
-			g = &grant{token: token}
-			s.grants[holdKey{t, m}] = g
+		k := holdKey{t, m}
+		g, ok := s.grants[k]
+		if !ok {
+			g.token = token
 		}
 		g.locks++
+		s.grants[k] = g
 		newest = max(newest, g.token)
 	}
 	return newest
@@ -142,15 +143,13 @@ func dropHolds(session any, m Mode, tags []Tag) []Tag {
 	var freed []Tag
 	for _, t := range tags {
 		k := holdKey{t, m}
-		g := s.grants[k]
-		if g == nil {
+		g, ok := s.grants[k]
+		if g.locks--; !ok || g.locks <= 0 {
+			delete(s.grants, k)
 			freed = append(freed, t)
 			continue
 		}
-		if g.locks--; g.locks <= 0 {
-			delete(s.grants, k)
-			freed = append(freed, t)
-		}
+		s.grants[k] = g
 	}
 	if len(s.grants) == 0 {
 		deleteSession(session, s)
