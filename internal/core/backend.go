@@ -65,7 +65,7 @@ func (l *Lock) distrust(ctx context.Context, cause error, tags []Tag) error {
 	defer cancel()
 	err := l.unlock(cctx, tags, false)
 	if !l.conn.Closed() {
-		err = errors.Join(err, l.abandon(cctx, "distrust", cause))
+		err = errors.Join(err, l.abandon(cctx, "check the backend of", cause))
 	}
 	return errors.Join(cause, err)
 }
