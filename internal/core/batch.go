@@ -97,7 +97,7 @@ func (l *Lock) runBatch(ops []*batchOp) {
 		l.reconcile(ops, sent, err) // e.g. a full lock table (53200)
 		return
 	}
-	if err == nil {
+	if err == nil && len(rows.ops) > 0 {
 		err = l.checkBackend(operation{"batch", l.label}, rep, true)
 	}
 	if err != nil {
