@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -117,6 +118,15 @@ func (c *child) ended(std stdio, o *runOptions, s *alock.Session, lock *alock.Lo
 			lockDescription(o), sessionErr(s), c.status())
 		return exitCode(exitLost)
 	default:
+	}
+	// Unlock before exiting, so that the lock is free when alock returns
+	// (a Close alone frees it only once the server has ended the session).
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	if err := lock.Release(ctx); errors.Is(err, alock.ErrLost) {
+		fmt.Fprintf(std.err, "alock: lost the lock of %s while COMMAND ran (%s); COMMAND exited with status %d\n",
+			lockDescription(o), sessionErr(s), c.status())
+		return exitCode(exitLost)
 	}
 	return exitCode(c.status())
 }
