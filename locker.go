@@ -66,7 +66,7 @@ type LockerOptions struct {
 	Session SessionOptions
 }
 
-// ErrLockerClosed: the Locker was closed. It wraps ErrClosed.
+// errLockerClosed: the Locker was closed. It wraps ErrClosed.
 var errLockerClosed = fmt.Errorf("alock: locker closed: %w", ErrClosed)
 
 // NewLocker returns a Locker for the database of connString (read as Open
