@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 )
 
 // Batching: on a shared session (a Guard) the uncontended operations of
@@ -160,114 +158,6 @@ func (l *Lock) settle(ops []*batchOp, sent map[holdKey]int, flags []bool, pid ui
 	}
 }
 
-// batchRows are the rows of a batch statement: one lock function call per
-// tag.
-type batchRows struct {
-	ops      []int16 // see batchSQL
-	keys     []int64
-	k1s, k2s []int32
-}
-
-// add appends a row per tag and returns the index of the first.
-func (r *batchRows) add(m Mode, tags []Tag, unlock bool) int {
-	first := len(r.ops)
-	for _, t := range tags {
-		var code int16
-		if unlock {
-			code |= 1
-		}
-		if m == Share {
-			code |= 2
-		}
-		if t.IsPair() {
-			code |= 4
-			k1, k2 := t.Pair()
-			r.keys, r.k1s, r.k2s = append(r.keys, 0), append(r.k1s, k1), append(r.k2s, k2)
-		} else {
-			r.keys, r.k1s, r.k2s = append(r.keys, t.Key()), append(r.k1s, 0), append(r.k2s, 0)
-		}
-		r.ops = append(r.ops, code)
-	}
-	return first
-}
-
-// batchSQL runs one lock function per row, chosen by its op code (bit 0:
-// unlock, bit 1: share, bit 2: pair), and returns their results as '1'/'0'
-// characters in row order, then the backend pid, as unlockStatement does:
-// "flags:pid". CASE evaluates only the branch it picks.
-const batchSQL = `SELECT concat(string_agg((CASE op
-  WHEN 0 THEN pg_try_advisory_lock(k)          WHEN 1 THEN pg_advisory_unlock(k)
-  WHEN 2 THEN pg_try_advisory_lock_shared(k)   WHEN 3 THEN pg_advisory_unlock_shared(k)
-  WHEN 4 THEN pg_try_advisory_lock(k1, k2)     WHEN 5 THEN pg_advisory_unlock(k1, k2)
-  WHEN 6 THEN pg_try_advisory_lock_shared(k1, k2) WHEN 7 THEN pg_advisory_unlock_shared(k1, k2)
-  END)::int::text, '' ORDER BY o), ':', pg_backend_pid())
-FROM unnest($1::int2[], $2::int8[], $3::int4[], $4::int4[]) WITH ORDINALITY AS t(op, k, k1, k2, o)`
-
-// singleStatement returns, for a batch of one op, the op's own statement,
-// whose flags follow the same rows: cheaper for the server than batchSQL.
-func singleStatement(ops []*batchOp, rows batchRows) *statement {
-	if len(ops) != 1 || len(rows.ops) == 0 {
-		return nil
-	}
-	op := ops[0]
-	var st statement
-	switch {
-	case op.unlock && len(op.tags) == len(op.l.tags):
-		st = op.l.unlockAll
-	case op.unlock:
-		st = unlockStatement(op.l.mode, op.tags)
-	case len(rows.ops) == len(op.l.tags):
-		st = op.l.tryAll
-	default:
-		st = tryStatement(op.l.mode, unheldRows(rows), "", op.l.who())
-	}
-	return &st
-}
-
-// unheldRows returns the tags of try rows, in order.
-func unheldRows(r batchRows) []Tag {
-	tags := make([]Tag, len(r.ops))
-	for i, code := range r.ops {
-		if code&4 != 0 {
-			tags[i] = PairTag(r.k1s[i], r.k2s[i])
-		} else {
-			tags[i] = KeyTag(r.keys[i])
-		}
-	}
-	return tags
-}
-
-// runRows sends the rows (or single, a statement with the same flags) and
-// returns one flag per row and the reply (its backend).
-func (l *Lock) runRows(r batchRows, single *statement) ([]bool, reply, error) {
-	if len(r.ops) == 0 {
-		return nil, reply{}, nil
-	}
-	// No deadline, as for an operation under a context that cannot end: a
-	// batch serves several callers, and a Session's TCP keepalive bounds a
-	// dead network.
-	ctx := context.Background()
-	var text string
-	st := statement{sql: batchSQL, args: []any{r.ops, r.keys, r.k1s, r.k2s}}
-	if single != nil {
-		st = *single
-	}
-	_, err := run(ctx, l.conn, finish, func(q context.Context) (err error) {
-		text, err = l.conn.QueryText(q, st.sql, st.args)
-		return err
-	})
-	if err != nil {
-		return nil, reply{}, err
-	}
-	// A try statement ends with an (empty) token: "flags:pid:".
-	rep, ok := parseReply(strings.TrimSuffix(text, ":"), true, false)
-	flags, ok2 := parseFlags(rep.flags, len(r.ops))
-	if !ok || !ok2 {
-		return nil, reply{}, errors.New("unexpected batch result " + strconv.Quote(text))
-	}
-	return flags, rep, nil
-}
-
 // acquireBatched is an acquisition's first try, batched. done reports that
 // acquire must return ok and err; otherwise the Lock must wait.
 func (l *Lock) acquireBatched(ctx context.Context, op operation, try bool) (ok, done bool, err error) {
@@ -305,54 +195,4 @@ func (l *Lock) releaseBatched(op operation) error {
 	}
 	l.setCount(-1, 0)
 	return err
-}
-
-// reconcile brings the server back to the registry's view after a batch
-// statement failed with a server error part-way (session locks taken or
-// released before the error stay so): it reads what the session holds,
-// unlocks what the batch's unlocks freed and its tries took, and fails
-// every try with the server's error. If that cannot be done, the session
-// is closed.
-func (l *Lock) reconcile(ops []*batchOp, sent map[holdKey]int, cause error) {
-	ctx := context.Background()
-	held := make(map[Mode]map[Tag]bool)
-	for _, m := range []Mode{Exclusive, Share} {
-		h, err := l.heldIn(ctx, m)
-		if err != nil {
-			err = l.abandon(ctx, "batch", errors.Join(cause, err))
-			for _, op := range ops {
-				op.err = err
-			}
-			return
-		}
-		held[m] = h
-	}
-	var back batchRows
-	for _, op := range ops {
-		if op.unlock {
-			op.ok = true
-			for _, t := range op.tags {
-				if held[op.l.mode][t] {
-					back.add(op.l.mode, []Tag{t}, true)
-				}
-			}
-		}
-	}
-	for hk := range sent {
-		if held[hk.mode][hk.tag] {
-			back.add(hk.mode, []Tag{hk.tag}, true)
-		}
-	}
-	var err error
-	if _, _, err = l.runRows(back, nil); err != nil {
-		err = l.abandon(ctx, "batch give back", errors.Join(cause, err))
-	}
-	for _, op := range ops {
-		switch {
-		case err != nil:
-			op.err = err
-		case !op.unlock:
-			op.err = describe(operation{"batch", op.l.label}, ctx, false, l.conn, cause)
-		}
-	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"strconv"
 	"time"
@@ -165,59 +164,6 @@ func (l *Lock) acquireOnce(ctx context.Context, op operation, try bool) (bool, i
 	}
 	l.setCount(1, addHolds(l.conn.Key(), l.mode, l.tags, got.pid, got.token))
 	return true, done, nil
-}
-
-// takeOrWait takes send. On a shared session a blocking take must not keep
-// the connection from the session's other users: the one Lock that has the
-// session's wait slot waits on the server, preemptibly (another user
-// interrupts the wait, which gives back what it took and starts again);
-// any other polls with a try.
-func (l *Lock) takeOrWait(ctx context.Context, op operation, try bool, send []Tag) (bool, reply, int, error) {
-	if try || l.guard == nil {
-		ok, r, err := l.take(ctx, op, try, send)
-		return ok, r, done, err
-	}
-	gate := l.guard.Gate()
-	if !gate.TakeSlot(l) {
-		ok, r, err := l.take(ctx, op, true, send)
-		if err == nil && !ok {
-			if l.pollDeadlocked(ctx, send) {
-				return false, reply{}, done, fmt.Errorf("alock: %s: %w: a session that holds what it polls for waits for this session", op, ErrDeadlock)
-			}
-			return false, reply{}, poll, nil
-		}
-		return ok, r, done, err
-	}
-	wctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	withdraw := gate.Preemptible(func() { cancel(errPreempted) })
-	defer withdraw()
-	ok, r, err := l.take(wctx, op, false, send)
-	if err != nil && ctx.Err() == nil && l.conn.Closed() { // terminated, or closed by Close
-		return false, reply{}, done, fmt.Errorf("alock: %s: %w", op, gone(l.conn))
-	}
-	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(wctx), errPreempted) {
-		if !errors.Is(err, errPreempted) { // failed on its own, and was also preempted
-			return false, reply{}, done, err
-		}
-		return false, reply{}, again, nil
-	}
-	if err != nil && ctx.Err() != nil && errors.Is(err, errPreempted) {
-		err = fmt.Errorf("alock: %s: %w", op, ctxErr(ctx))
-	}
-	return ok, r, done, err
-}
-
-// sleep waits for d, jittered by up to half, or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d/2 + rand.N(d/2+1))
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctxErr(ctx)
-	}
 }
 
 // nextToken draws the fencing token of a grant in a statement of its own,
