@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/pgalock/alock/internal/pgxtext"
 )
 
 // pgxConn presents a *pgx.Conn to the core Lock.
@@ -16,29 +17,9 @@ func (p pgxConn) Exec(ctx context.Context, sql string, args []any) error {
 	return err
 }
 
-// QueryText reads the text column's bytes as they come (a text value is the
-// same in either format), without a scan plan: the lock statements are on
-// the hot path.
+// QueryText runs a lock statement (see pgxtext).
 func (p pgxConn) QueryText(ctx context.Context, sql string, args []any) (string, error) {
-	rows, err := p.c.Query(ctx, sql, args...)
-	if err != nil {
-		return "", err
-	}
-	var s string
-	found := rows.Next()
-	if found {
-		if v := rows.RawValues(); len(v) > 0 {
-			s = string(v[0])
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return "", err
-	}
-	if !found {
-		return "", pgx.ErrNoRows
-	}
-	return s, nil
+	return pgxtext.QueryText(ctx, p.c, sql, args)
 }
 
 func (p pgxConn) CanCancel() bool { return true }

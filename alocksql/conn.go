@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pgalock/alock/internal/pgxtext"
 )
 
 // sqlConn presents a *sql.Conn to the core Lock. database/sql allows the
@@ -43,7 +44,18 @@ func (s sqlConn) Exec(ctx context.Context, sql string, args []any) error {
 	return err
 }
 
+// QueryText runs a lock statement: with pgx's stdlib driver on the
+// *pgx.Conn itself, inside Raw (the hot path; database/sql allows it there),
+// else through database/sql.
 func (s sqlConn) QueryText(ctx context.Context, query string, args []any) (string, error) {
+	if s.cancel != nil {
+		var text string
+		err := s.c.Raw(func(dc any) (err error) {
+			text, err = pgxtext.QueryText(ctx, dc.(*stdlib.Conn).Conn(), query, args)
+			return err
+		})
+		return text, err
+	}
 	var text sql.NullString
 	err := s.c.QueryRowContext(ctx, query, args...).Scan(&text)
 	return text.String, err
