@@ -18,7 +18,25 @@ type soakLog struct {
 	stats    soakStats
 	errors   []string
 	kills    map[string]time.Time // session -> when the nemesis terminated its backend
-	resets   map[string][]time.Time
+	// linkFaults: a link (a proxy, or a network namespace) -> when the
+	// nemesis reset it (every connection through it) or cut it (every
+	// connection from inside, held long enough that each is lost).
+	linkFaults map[string][]time.Time
+}
+
+// newSoakLog returns an empty log.
+func newSoakLog() *soakLog {
+	return &soakLog{
+		sessions: map[string]soakSession{}, current: map[string]string{},
+		kills: map[string]time.Time{}, linkFaults: map[string][]time.Time{},
+	}
+}
+
+// linkFault records a fault of link at the present moment.
+func (g *soakLog) linkFault(link string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.linkFaults[link] = append(g.linkFaults[link], time.Now())
 }
 
 func (g *soakLog) record(ev soakEvent) {
@@ -38,13 +56,13 @@ func (g *soakLog) record(ev soakEvent) {
 }
 
 // faultAt returns the earliest injected fault that could have ended
-// session id: its backend's termination, or a reset of its proxy after it
-// began to open.
+// session id: its backend's termination, or a reset or cut of its link
+// after it began to open (a cut before that only delays its Open).
 func (g *soakLog) faultAt(id string) (time.Time, bool) {
 	s := g.sessions[id]
 	at, ok := g.kills[id]
-	for _, r := range g.resets[s.Proxy] {
-		if s.Proxy != "" && !r.Before(s.Opened) && (!ok || r.Before(at)) {
+	for _, r := range g.linkFaults[s.Link] {
+		if s.Link != "" && !r.Before(s.Opened) && (!ok || r.Before(at)) {
 			at, ok = r, true
 		}
 	}
