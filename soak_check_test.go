@@ -19,24 +19,40 @@ type soakLog struct {
 	errors   []string
 	kills    map[string]time.Time // session -> when the nemesis terminated its backend
 	// linkFaults: a link (a proxy, or a network namespace) -> when the
-	// nemesis reset it (every connection through it) or cut it (every
-	// connection from inside, held long enough that each is lost).
-	linkFaults map[string][]time.Time
+	// nemesis reset it or cut it.
+	linkFaults map[string][]*linkFault
+}
+
+// linkFault is a reset of a proxy, which ends every connection through it,
+// or a cut of a namespace's link, held until Until: long enough that every
+// Session inside is lost.
+type linkFault struct {
+	At, Until time.Time // Until is zero for a reset
+}
+
+// ends reports whether f ends session s: for a reset, one whose Open began
+// before it; for a cut, one whose Open began before it and returned before
+// the heal (an Open that rode out the cut made a Session after it).
+func (f *linkFault) ends(s soakSession) bool {
+	return !f.At.Before(s.Opened) && (f.Until.IsZero() || s.Ready.Before(f.Until))
 }
 
 // newSoakLog returns an empty log.
 func newSoakLog() *soakLog {
 	return &soakLog{
 		sessions: map[string]soakSession{}, current: map[string]string{},
-		kills: map[string]time.Time{}, linkFaults: map[string][]time.Time{},
+		kills: map[string]time.Time{}, linkFaults: map[string][]*linkFault{},
 	}
 }
 
-// linkFault records a fault of link at the present moment.
-func (g *soakLog) linkFault(link string) {
+// linkFault records a fault of link starting now, and returns it (for a
+// cut, to set Until at the heal, under g.mu).
+func (g *soakLog) linkFault(link string) *linkFault {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.linkFaults[link] = append(g.linkFaults[link], time.Now())
+	f := &linkFault{At: time.Now()}
+	g.linkFaults[link] = append(g.linkFaults[link], f)
+	return f
 }
 
 func (g *soakLog) record(ev soakEvent) {
@@ -57,13 +73,13 @@ func (g *soakLog) record(ev soakEvent) {
 
 // faultAt returns the earliest injected fault that could have ended
 // session id: its backend's termination, or a reset or cut of its link
-// after it began to open (a cut before that only delays its Open).
+// that ends it.
 func (g *soakLog) faultAt(id string) (time.Time, bool) {
 	s := g.sessions[id]
 	at, ok := g.kills[id]
-	for _, r := range g.linkFaults[s.Link] {
-		if s.Link != "" && !r.Before(s.Opened) && (!ok || r.Before(at)) {
-			at, ok = r, true
+	for _, f := range g.linkFaults[s.Link] {
+		if s.Link != "" && f.ends(s) && (!ok || f.At.Before(at)) {
+			at, ok = f.At, true
 		}
 	}
 	return at, ok

@@ -128,3 +128,22 @@ func finishSoak(t *testing.T, g *soakLog, admin *pgx.Conn, children []*helperPro
 	defer g.mu.Unlock()
 	checkSoak(t, g, admin)
 }
+
+// createCounters makes the soak's counter rows and its fencing sequence in
+// admin's database.
+func createCounters(t *testing.T, admin *pgx.Conn) {
+	t.Helper()
+	ctx := context.Background()
+	for _, sql := range []string{
+		"CREATE TABLE counters (id int PRIMARY KEY, value bigint NOT NULL, token bigint NOT NULL)",
+		fmt.Sprintf("INSERT INTO counters SELECT g, 0, 0 FROM generate_series(1, %d) g", soakKeys),
+		// Made here: concurrent Opens with Fencing race to create it, and
+		// the losers fail with 23505 (CREATE SEQUENCE IF NOT EXISTS is not
+		// safe against a concurrent creation).
+		"CREATE SEQUENCE alock_fence",
+	} {
+		if _, err := admin.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -109,18 +109,7 @@ func TestSoakMutualExclusion(t *testing.T) {
 	ctx := context.Background()
 	dsn := pgtest.NewDatabase(t)
 	admin := pgtest.Connect(t, dsn)
-	for _, sql := range []string{
-		"CREATE TABLE counters (id int PRIMARY KEY, value bigint NOT NULL, token bigint NOT NULL)",
-		fmt.Sprintf("INSERT INTO counters SELECT g, 0, 0 FROM generate_series(1, %d) g", soakKeys),
-		// Made here: concurrent Opens with Fencing race to create it, and
-		// the losers fail with 23505 (CREATE SEQUENCE IF NOT EXISTS is not
-		// safe against a concurrent creation).
-		"CREATE SEQUENCE alock_fence",
-	} {
-		if _, err := admin.Exec(ctx, sql); err != nil {
-			t.Fatal(err)
-		}
-	}
+	createCounters(t, admin)
 	g := newSoakLog()
 	proxies := map[string]*netproxy.Proxy{}
 

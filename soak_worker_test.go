@@ -22,6 +22,7 @@ type soakSession struct {
 	Worker string    `json:"worker"`
 	Link   string    `json:"link,omitempty"` // the proxy or network namespace it goes through
 	Opened time.Time `json:"opened"`         // before Open was called
+	Ready  time.Time `json:"ready"`          // Open returned
 }
 
 // soakSection is one hold of a lock: one critical section.
@@ -123,6 +124,7 @@ func (w *soakWorker) run(deadline time.Time) error {
 				time.Sleep(10 * time.Millisecond)
 				continue
 			}
+			cur.Ready = time.Now()
 			opened = append(opened, s)
 			w.report(soakEvent{Session: &cur})
 		}
