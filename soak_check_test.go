@@ -215,7 +215,7 @@ func checkSoak(t *testing.T, g *soakLog, admin *pgx.Conn) {
 	}
 
 	st := g.stats
-	t.Logf("%d attempts: %d acquired, %d timed out, %d cancelled, %d found the session lost, %d other errors (session killed while waiting); %d sessions reopened, %d Opens failed (proxy reset)",
+	t.Logf("%d attempts: %d acquired, %d timed out, %d cancelled, %d found the session lost, %d other errors (session killed while waiting); %d sessions reopened, %d Opens failed (proxy reset or cut)",
 		st.Attempts, st.Acquired, st.Timeouts, st.Cancels, st.AcquireLost, st.OtherErrs, st.Reopens, st.OpenErrs)
 	t.Logf("%d critical sections: %d released cleanly, %d lost (%d after an injected fault; Lost fired at most %v after it)",
 		len(g.sections), clean, lost, explained, latency.Round(time.Millisecond))

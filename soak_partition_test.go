@@ -182,8 +182,21 @@ func checkCuts(t *testing.T, g *soakLog) {
 		}
 	}
 	survived, after := 0, map[string]int{}
+	var byCut, byKill, byNone int
+	var told time.Duration // longest from a cut to the Lost it caused
 	for _, s := range g.sections {
 		session := g.sessions[s.Session]
+		if s.lost() {
+			switch at, ok := g.faultAt(s.Session); {
+			case !ok:
+				byNone++
+			case g.kills[s.Session].Equal(at):
+				byKill++
+			default:
+				byCut++
+				told = max(told, s.LostAt.Sub(at))
+			}
+		}
 		for _, f := range g.linkFaults[session.Link] {
 			if f.ends(session) && s.Acq.After(f.Until.Add(time.Second)) {
 				survived++
@@ -204,6 +217,8 @@ func checkCuts(t *testing.T, g *soakLog) {
 			after[s.Worker] = -1 // once
 		}
 	}
+	t.Logf("lost sections: %d after a cut (Lost at most %v after it), %d after a backend termination, %d after no injected fault",
+		byCut, told.Round(time.Millisecond), byKill, byNone)
 	t.Logf("sections acquired after the last heal, by worker in a namespace: %v", after)
 }
 
