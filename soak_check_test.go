@@ -28,6 +28,7 @@ type soakLog struct {
 // Session inside is lost.
 type linkFault struct {
 	At, Until time.Time // Until is zero for a reset
+	What      string    // for the logs: "reset", or the cut's direction
 }
 
 // ends reports whether f ends session s: for a reset, one whose Open began
@@ -47,10 +48,10 @@ func newSoakLog() *soakLog {
 
 // linkFault records a fault of link starting now, and returns it (for a
 // cut, to set Until at the heal, under g.mu).
-func (g *soakLog) linkFault(link string) *linkFault {
+func (g *soakLog) linkFault(link, what string) *linkFault {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	f := &linkFault{At: time.Now()}
+	f := &linkFault{At: time.Now(), What: what}
 	g.linkFaults[link] = append(g.linkFaults[link], f)
 	return f
 }

@@ -151,7 +151,7 @@ func cutAndHeal(g *soakLog, link *netns.Link, name string, rng *rand.Rand, first
 			return nil
 		}
 		d := directions[i%len(directions)]
-		f := g.linkFault(name)
+		f := g.linkFault(name, "cut "+d.String())
 		if err := link.Cut(d); err != nil {
 			return err
 		}
@@ -195,6 +195,15 @@ func checkCuts(t *testing.T, g *soakLog) {
 			default:
 				byCut++
 				told = max(told, s.LostAt.Sub(at))
+				what := ""
+				for _, f := range g.linkFaults[session.Link] {
+					if f.At.Equal(at) {
+						what = f.What
+					}
+				}
+				t.Logf("lost to a %s of %s: %s's Key(%d) acquired %v after the cut began, Release called after %v, Lost after %v",
+					what, session.Link, s.Session, s.Key, s.Acq.Sub(at).Round(time.Millisecond),
+					s.End.Sub(at).Round(time.Millisecond), s.LostAt.Sub(at).Round(time.Millisecond))
 			}
 		}
 		for _, f := range g.linkFaults[session.Link] {

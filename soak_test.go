@@ -172,7 +172,7 @@ func TestSoakMutualExclusion(t *testing.T) {
 				}
 			case n < 7: // reset a proxy
 				name := proxyNames[rng.IntN(len(proxyNames))]
-				g.linkFault(name)
+				g.linkFault(name, "reset")
 				proxies[name].Reset()
 				faults.resets++
 			default: // cancel a wait here
