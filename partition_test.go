@@ -78,12 +78,7 @@ type partition struct {
 // namespaces cannot be made (never in CI).
 func newPartition(t *testing.T) *partition {
 	t.Helper()
-	if err := netns.Available(); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("network namespaces are required in CI: %v", err)
-		}
-		t.Skipf("skipping: network namespaces unavailable: %v", err)
-	}
+	needNetns(t)
 	link, err := netns.New()
 	if err != nil {
 		t.Fatal(err)
@@ -106,6 +101,18 @@ func newPartition(t *testing.T) *partition {
 	p := &partition{link: link, server: server}
 	p.admin = pgtest.Connect(t, server.ConnString("postgres"))
 	return p
+}
+
+// needNetns skips the test where network namespaces cannot be made, or
+// fails it there when env CI is set.
+func needNetns(t *testing.T) {
+	t.Helper()
+	if err := netns.Available(); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("network namespaces are required in CI: %v", err)
+		}
+		t.Skipf("skipping: network namespaces unavailable: %v", err)
+	}
 }
 
 // startInside starts the helper in the namespace in mode, and returns it

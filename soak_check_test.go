@@ -18,7 +18,42 @@ type soakLog struct {
 	stats    soakStats
 	errors   []string
 	kills    map[string]time.Time // session -> when the nemesis terminated its backend
-	resets   map[string][]time.Time
+	// linkFaults: a link (a proxy, or a network namespace) -> when the
+	// nemesis reset it or cut it.
+	linkFaults map[string][]*linkFault
+}
+
+// linkFault is a reset of a proxy, which ends every connection through it,
+// or a cut of a namespace's link, held until Until: long enough that every
+// Session inside is lost.
+type linkFault struct {
+	At, Until time.Time // Until is zero for a reset
+	What      string    // for the logs: "reset", or the cut's direction
+}
+
+// ends reports whether f ends session s: for a reset, one whose Open began
+// before it; for a cut, one whose Open began before it and returned before
+// the heal (an Open that rode out the cut made a Session after it).
+func (f *linkFault) ends(s soakSession) bool {
+	return !f.At.Before(s.Opened) && (f.Until.IsZero() || s.Ready.Before(f.Until))
+}
+
+// newSoakLog returns an empty log.
+func newSoakLog() *soakLog {
+	return &soakLog{
+		sessions: map[string]soakSession{}, current: map[string]string{},
+		kills: map[string]time.Time{}, linkFaults: map[string][]*linkFault{},
+	}
+}
+
+// linkFault records a fault of link starting now, and returns it (for a
+// cut, to set Until at the heal, under g.mu).
+func (g *soakLog) linkFault(link, what string) *linkFault {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	f := &linkFault{At: time.Now(), What: what}
+	g.linkFaults[link] = append(g.linkFaults[link], f)
+	return f
 }
 
 func (g *soakLog) record(ev soakEvent) {
@@ -38,14 +73,14 @@ func (g *soakLog) record(ev soakEvent) {
 }
 
 // faultAt returns the earliest injected fault that could have ended
-// session id: its backend's termination, or a reset of its proxy after it
-// began to open.
+// session id: its backend's termination, or a reset or cut of its link
+// that ends it.
 func (g *soakLog) faultAt(id string) (time.Time, bool) {
 	s := g.sessions[id]
 	at, ok := g.kills[id]
-	for _, r := range g.resets[s.Proxy] {
-		if s.Proxy != "" && !r.Before(s.Opened) && (!ok || r.Before(at)) {
-			at, ok = r, true
+	for _, f := range g.linkFaults[s.Link] {
+		if s.Link != "" && f.ends(s) && (!ok || f.At.Before(at)) {
+			at, ok = f.At, true
 		}
 	}
 	return at, ok
@@ -181,7 +216,7 @@ func checkSoak(t *testing.T, g *soakLog, admin *pgx.Conn) {
 	}
 
 	st := g.stats
-	t.Logf("%d attempts: %d acquired, %d timed out, %d cancelled, %d found the session lost, %d other errors (session killed while waiting); %d sessions reopened, %d Opens failed (proxy reset)",
+	t.Logf("%d attempts: %d acquired, %d timed out, %d cancelled, %d found the session lost, %d other errors (session killed while waiting); %d sessions reopened, %d Opens failed (proxy reset or cut)",
 		st.Attempts, st.Acquired, st.Timeouts, st.Cancels, st.AcquireLost, st.OtherErrs, st.Reopens, st.OpenErrs)
 	t.Logf("%d critical sections: %d released cleanly, %d lost (%d after an injected fault; Lost fired at most %v after it)",
 		len(g.sections), clean, lost, explained, latency.Round(time.Millisecond))

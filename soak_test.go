@@ -1,6 +1,7 @@
 package alock_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/pgalock/alock/internal/netproxy"
 	"github.com/pgalock/alock/internal/pgtest"
 )
@@ -42,9 +42,11 @@ import (
 // must not clobber the next holder's: the claim makes the count exact.
 const soakKeys = 3
 
-// TestHelperSoakWorker is a child process of TestSoakMutualExclusion: it
-// runs two workers (the first through the parent's proxy, if given) and
-// prints their events as JSON lines.
+// TestHelperSoakWorker is a child process of TestSoakMutualExclusion and
+// TestSoakPartitions: it runs two workers and prints their events as JSON
+// lines. The first ALOCK_SOAK_LINKED of them (default 1) open their
+// Sessions through ALOCK_SOAK_LINK_DSN, if given: the parent's proxy, or
+// the veth link of the namespace the child runs in, named ALOCK_SOAK_LINK.
 func TestHelperSoakWorker(t *testing.T) {
 	dsn := os.Getenv("ALOCK_SOAK_DSN")
 	if dsn == "" {
@@ -69,8 +71,14 @@ func TestHelperSoakWorker(t *testing.T) {
 			rng: rand.New(rand.NewPCG(seed, uint64(i))), report: report,
 		}
 	}
-	if p := os.Getenv("ALOCK_SOAK_PROXY_DSN"); p != "" {
-		workers[0].sessionDSN, workers[0].proxy = p, os.Getenv("ALOCK_SOAK_PROXY")
+	if d := os.Getenv("ALOCK_SOAK_LINK_DSN"); d != "" {
+		linked, err := strconv.Atoi(cmp.Or(os.Getenv("ALOCK_SOAK_LINKED"), "1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range workers[:linked] {
+			w.sessionDSN, w.link = d, os.Getenv("ALOCK_SOAK_LINK")
+		}
 	}
 	helperPrintf("ready")
 	var until int64
@@ -101,22 +109,8 @@ func TestSoakMutualExclusion(t *testing.T) {
 	ctx := context.Background()
 	dsn := pgtest.NewDatabase(t)
 	admin := pgtest.Connect(t, dsn)
-	for _, sql := range []string{
-		"CREATE TABLE counters (id int PRIMARY KEY, value bigint NOT NULL, token bigint NOT NULL)",
-		fmt.Sprintf("INSERT INTO counters SELECT g, 0, 0 FROM generate_series(1, %d) g", soakKeys),
-		// Made here: concurrent Opens with Fencing race to create it, and
-		// the losers fail with 23505 (CREATE SEQUENCE IF NOT EXISTS is not
-		// safe against a concurrent creation).
-		"CREATE SEQUENCE alock_fence",
-	} {
-		if _, err := admin.Exec(ctx, sql); err != nil {
-			t.Fatal(err)
-		}
-	}
-	g := &soakLog{
-		sessions: map[string]soakSession{}, current: map[string]string{},
-		kills: map[string]time.Time{}, resets: map[string][]time.Time{},
-	}
+	createCounters(t, admin)
+	g := newSoakLog()
 	proxies := map[string]*netproxy.Proxy{}
 
 	// Two child processes with two workers each, one of them through a
@@ -129,23 +123,11 @@ func TestSoakMutualExclusion(t *testing.T) {
 		proxies["proxy_"+name] = proxy
 		child := startHelper(t, "TestHelperSoakWorker",
 			"ALOCK_SOAK_DSN="+dsn, "ALOCK_SOAK_NAME="+name, "ALOCK_SOAK_SEED="+strconv.FormatUint(seed+uint64(c)+1, 10),
-			"ALOCK_SOAK_PROXY_DSN="+proxyDSN, "ALOCK_SOAK_PROXY=proxy_"+name)
+			"ALOCK_SOAK_LINK_DSN="+proxyDSN, "ALOCK_SOAK_LINK=proxy_"+name)
 		children = append(children, child)
 	}
 	for _, child := range children {
-		if line := child.next(t, 30*time.Second); line != "ready" {
-			t.Fatalf("child said %q, want ready", line)
-		}
-		readers.Go(func() {
-			for line := range child.lines {
-				var ev soakEvent
-				if err := json.Unmarshal([]byte(line), &ev); err != nil {
-					g.record(soakEvent{Error: fmt.Sprintf("child line %q: %v", line, err)})
-					continue
-				}
-				g.record(ev)
-			}
-		})
+		g.readChild(t, child, &readers)
 	}
 
 	// Six workers here, three of them through proxies.
@@ -156,28 +138,17 @@ func TestSoakMutualExclusion(t *testing.T) {
 			rng: rand.New(rand.NewPCG(seed, uint64(100+i))), report: g.record,
 		}
 		if i < 3 {
-			w.proxy = "proxy_" + w.name
+			w.link = "proxy_" + w.name
 			var proxy *netproxy.Proxy
 			proxy, w.sessionDSN = throughProxy(t, dsn)
-			proxies[w.proxy] = proxy
+			proxies[w.link] = proxy
 		}
 		workers = append(workers, w)
 	}
 
 	deadline := time.Now().Add(duration)
-	for _, child := range children {
-		if _, err := fmt.Fprintf(child.stdin, "%d\n", deadline.UnixNano()); err != nil {
-			t.Fatal(err)
-		}
-	}
 	var wg sync.WaitGroup
-	for _, w := range workers {
-		wg.Go(func() {
-			if err := w.run(deadline); err != nil {
-				t.Error(err)
-			}
-		})
-	}
+	startSoak(t, &wg, deadline, children, workers)
 	var faults struct{ kills, resets, cancels int }
 	wg.Go(func() {
 		rng := rand.New(rand.NewPCG(seed, 999))
@@ -191,74 +162,27 @@ func TestSoakMutualExclusion(t *testing.T) {
 			time.Sleep(time.Duration(30+rng.IntN(120)) * time.Millisecond)
 			switch n := rng.IntN(10); {
 			case n < 5: // terminate a worker's backend, often a lock holder's
-				var ids []string
-				for try := 0; n < 3 && len(ids) == 0 && try < 20; try++ {
-					rows, _ := admin.Query(ctx, `
-						SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid)
-						WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'alock_soak_%'`)
-					ids, _ = pgx.CollectRows(rows, pgx.RowTo[string])
-				}
-				g.mu.Lock()
-				if len(ids) == 0 {
-					for _, id := range g.current {
-						ids = append(ids, id)
-					}
-				}
-				if len(ids) == 0 {
-					g.mu.Unlock()
-					continue
-				}
-				id := ids[rng.IntN(len(ids))]
-				if _, ok := g.kills[id]; !ok {
-					g.kills[id] = time.Now()
-				}
-				g.mu.Unlock()
-				kctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				_, err := admin.Exec(kctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", id)
-				cancel()
+				killed, err := g.terminate(ctx, admin, rng, n < 3)
 				if err != nil {
-					t.Errorf("nemesis: terminate: %v", err)
+					t.Errorf("nemesis: %v", err)
 					return
 				}
-				faults.kills++
+				if killed {
+					faults.kills++
+				}
 			case n < 7: // reset a proxy
 				name := proxyNames[rng.IntN(len(proxyNames))]
-				g.mu.Lock()
-				g.resets[name] = append(g.resets[name], time.Now())
-				g.mu.Unlock()
+				g.linkFault(name, "reset")
 				proxies[name].Reset()
 				faults.resets++
 			default: // cancel a wait here
-				if c := workers[rng.IntN(len(workers))].cancel.Load(); c != nil {
-					(*c)()
+				if cancelWait(workers, rng) {
 					faults.cancels++
 				}
 			}
 		}
 	})
 	wg.Wait()
-	for _, child := range children {
-		child.wait(t, 30*time.Second)
-	}
-	readers.Wait()
-	g.mu.Lock()
-	for _, e := range g.errors {
-		t.Errorf("worker: %s", e)
-	}
-	g.mu.Unlock()
-
-	// (c) Quiescence: every Session is closed, so no advisory lock remains.
-	pgtest.WaitFor(t, "no advisory locks and no soak sessions left", func() bool {
-		var locks, sessions int
-		err := admin.QueryRow(ctx, `
-			SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
-			          AND database = (SELECT oid FROM pg_database WHERE datname = current_database())),
-			       (SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'alock_soak_%')`).Scan(&locks, &sessions)
-		return err == nil && locks == 0 && sessions == 0
-	})
-
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	checkSoak(t, g, admin)
+	finishSoak(t, g, admin, children, &readers)
 	t.Logf("faults injected: %d backend terminations, %d proxy resets, %d cancels by the nemesis", faults.kills, faults.resets, faults.cancels)
 }

@@ -20,8 +20,9 @@ import (
 type soakSession struct {
 	ID     string    `json:"id"`
 	Worker string    `json:"worker"`
-	Proxy  string    `json:"proxy,omitempty"` // the proxy it goes through
-	Opened time.Time `json:"opened"`          // before Open was called
+	Link   string    `json:"link,omitempty"` // the proxy or network namespace it goes through
+	Opened time.Time `json:"opened"`         // before Open was called
+	Ready  time.Time `json:"ready"`          // Open returned
 }
 
 // soakSection is one hold of a lock: one critical section.
@@ -72,8 +73,8 @@ type soakEvent struct {
 type soakWorker struct {
 	name       string
 	direct     string // DSN for the counter connection
-	sessionDSN string // DSN for its Sessions (maybe through a proxy)
-	proxy      string // the proxy's name, "" if direct
+	sessionDSN string // DSN for its Sessions (maybe through a proxy or a namespace's link)
+	link       string // the proxy's or namespace's name, "" if direct
 	rng        *rand.Rand
 	report     func(soakEvent)
 
@@ -108,21 +109,22 @@ func (w *soakWorker) run(deadline time.Time) error {
 			w.stats.Reopens++
 		}
 		if s == nil {
-			cur = soakSession{ID: fmt.Sprintf("alock_soak_%s_%d", w.name, gen), Worker: w.name, Proxy: w.proxy, Opened: time.Now()}
+			cur = soakSession{ID: fmt.Sprintf("alock_soak_%s_%d", w.name, gen), Worker: w.name, Link: w.link, Opened: time.Now()}
 			gen++
 			octx, ocancel := context.WithTimeout(ctx, 10*time.Second)
 			s, err = alock.Open(octx, withParam(w.sessionDSN, "application_name", cur.ID),
 				&alock.SessionOptions{Fencing: true, KeepaliveInterval: time.Second, KeepaliveTimeout: 2 * time.Second})
 			ocancel()
 			if err != nil {
-				if cur.Proxy == "" {
+				if cur.Link == "" {
 					w.unexpected("open: %v", err)
 				}
-				w.stats.OpenErrs++ // a reset during Open
+				w.stats.OpenErrs++ // a reset or cut during Open
 				s = nil
 				time.Sleep(10 * time.Millisecond)
 				continue
 			}
+			cur.Ready = time.Now()
 			opened = append(opened, s)
 			w.report(soakEvent{Session: &cur})
 		}
