@@ -32,8 +32,9 @@ const partKey = 4242
 var fastPartition = &alock.SessionOptions{KeepaliveInterval: time.Second, KeepaliveTimeout: 2 * time.Second}
 
 // TestHelperPartitioned is the process in the namespace. Mode "hold" holds
-// partKey; mode "wait" holds Key(1) and waits for partKey. Either way it
-// reports its backend, then the moment the held Lock's Lost fires.
+// partKey; mode "wait" holds Key(1) and waits for partKey; mode "release"
+// holds partKey and releases it once a line comes on stdin. Each reports its
+// backend, then the moment the held Lock's Lost fires.
 func TestHelperPartitioned(t *testing.T) {
 	dsn := os.Getenv("ALOCK_PART_DSN")
 	if dsn == "" {
@@ -50,9 +51,20 @@ func TestHelperPartitioned(t *testing.T) {
 	}
 	mustAcquire(t, held)
 	waited := make(chan error, 1)
-	if os.Getenv("ALOCK_PART_MODE") == "wait" {
+	switch os.Getenv("ALOCK_PART_MODE") {
+	case "wait":
 		go func() { waited <- s.NewExclusive(alock.Key(partKey)).Acquire(context.Background()) }()
-	} else {
+	case "release": // releases when told to (once the link is cut): the unlock is in flight
+		go func() {
+			var cmd string
+			_, _ = fmt.Fscanln(os.Stdin, &cmd)
+			err := held.Release(context.Background())
+			if errors.Is(err, alock.ErrLost) {
+				err = nil
+			}
+			waited <- err
+		}()
+	default:
 		waited <- nil
 	}
 	helperPrintf("ready backend=%d", s.PID())
@@ -335,4 +347,29 @@ func TestPartitionWaiter(t *testing.T) {
 			waiterCut(t, c.d, c.grant)
 		})
 	}
+}
+
+// TestPartitionReleaseInFlight: the holder's link to the server is cut one
+// way (its packets dropped, the server's still delivered) and then it
+// releases: the unlock is never acknowledged, while the server's keepalive
+// probes still arrive. It must be told within the client's bound all the
+// same, and before the server frees the lock.
+func TestPartitionReleaseInFlight(t *testing.T) {
+	t.Parallel()
+	p := newPartition(t)
+	child, _ := p.startInside(t, "release", true)
+	got := p.takeOver(t, partKey)
+	client, server := alock.Bounds(fastPartition)
+	time.Sleep(500 * time.Millisecond)
+	cut := time.Now()
+	if err := p.link.Cut(netns.ToHost); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fmt.Fprintln(child.stdin, "release"); err != nil {
+		t.Fatal(err)
+	}
+	told := p.told(t, child, client+10*time.Second)
+	taken := p.took(t, got, fastPartition.KeepaliveInterval+server+10*time.Second, "partKey")
+	slack := time.Second
+	checkOrder(t, "release in flight, cut "+netns.ToHost.String(), cut, told, taken, client+slack, fastPartition.KeepaliveInterval+server+2*slack)
 }
