@@ -92,3 +92,85 @@ func TestAttack3SessionPoolerReuseAfterCloseWithLocks(t *testing.T) {
 	}
 	mustRelease(t, l)
 }
+
+// a3Exec runs sql on dsn's database or fails the test.
+func a3Exec(t *testing.T, dsn string, sql string) {
+	t.Helper()
+	c := pgtest.Connect(t, dsn)
+	if _, err := c.Exec(context.Background(), sql); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	_ = c.Close(context.Background())
+}
+
+// TestAttack3FenceExhaustedGivesBack: the fencing sequence reaches its
+// MAXVALUE (NO CYCLE, which Open accepts): nextval fails in the lock
+// statement after the locks were taken. Acquire and TryAcquire must fail
+// and leave nothing held on the server (the package's promise: never leak a
+// lock on failure), and the library must agree.
+func TestAttack3FenceExhaustedGivesBack(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	a3Exec(t, dsn, "CREATE SEQUENCE public.alock_fence MAXVALUE 2")
+	s := attackSession(t, dsn, &alock.SessionOptions{Fencing: true})
+	ctx := context.Background()
+	for i := range 2 {
+		if tok := fencedToken(t, s, alock.Key(1)); tok != int64(i+1) {
+			t.Fatalf("token %d, want %d", tok, i+1)
+		}
+	}
+	check := func(what string, err error, l *alock.Lock) {
+		t.Helper()
+		if err == nil {
+			t.Errorf("%s with an exhausted sequence: no error (token %d)", what, l.Token())
+		}
+		if l.Locked() {
+			t.Errorf("%s: Locked after a failure", what)
+		}
+		if s.Err() == nil {
+			if got := locktest.Holds(t, dsn, s.PID()); len(got) != 0 {
+				t.Errorf("%s failed (%v) but the server shows %v held", what, err, got)
+			}
+		}
+		t.Logf("%s: %v (session %v)", what, err, s.Err())
+	}
+	l := s.NewExclusive(alock.Key(1), alock.Key(2))
+	check("Acquire", l.Acquire(ctx), l)
+	if s.Err() != nil {
+		return
+	}
+	l2 := s.NewShare(alock.Key(3))
+	ok, err := l2.TryAcquire(ctx)
+	if ok && err == nil {
+		err = nil
+		t.Errorf("TryAcquire succeeded with an exhausted sequence (token %d)", l2.Token())
+	}
+	check("TryAcquire", err, l2)
+}
+
+// TestAttack3FenceTryFailureDrawsNothing: a fenced TryAcquire that fails
+// (one id of two held elsewhere) draws no token and holds nothing.
+func TestAttack3FenceTryFailureDrawsNothing(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	s := attackSession(t, dsn, &alock.SessionOptions{Fencing: true})
+	ctx := context.Background()
+	first := fencedToken(t, s, alock.Key(9))
+	holdKeys(t, dsn, 2)
+	for range 5 {
+		l := s.NewExclusive(alock.Key(1), alock.Key(2))
+		ok, err := l.TryAcquire(ctx)
+		if ok || err != nil {
+			t.Fatalf("TryAcquire over a held id: %v, %v", ok, err)
+		}
+		if got := locktest.Holds(t, dsn, s.PID()); len(got) != 0 {
+			t.Fatalf("after a failed try the server shows %v", got)
+		}
+		if l.Token() != 0 {
+			t.Fatalf("token %d of a failed try", l.Token())
+		}
+	}
+	if next := fencedToken(t, s, alock.Key(9)); next != first+1 {
+		t.Fatalf("token after five failed tries %d, want %d (nothing drawn)", next, first+1)
+	}
+}
