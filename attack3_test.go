@@ -174,3 +174,36 @@ func TestAttack3FenceTryFailureDrawsNothing(t *testing.T) {
 		t.Fatalf("token after five failed tries %d, want %d (nothing drawn)", next, first+1)
 	}
 }
+
+// TestAttack3FenceNonPositiveTokens: Open accepts a sequence with a positive
+// INCREMENT whose values start at or below zero (MINVALUE -10 START -2).
+// Token documents 0 as "not held or not fenced", so a held fenced Lock must
+// not report 0, and tokens must still grow grant after grant; else Open
+// must refuse the sequence as it refuses CYCLE or CACHE > 1.
+func TestAttack3FenceNonPositiveTokens(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	a3Exec(t, dsn, "CREATE SEQUENCE public.alock_fence MINVALUE -10 START -2")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := alock.Open(ctx, dsn, &alock.SessionOptions{Fencing: true})
+	if err != nil {
+		t.Logf("Open refuses the sequence: %v", err)
+		return
+	}
+	defer s.Close(ctx)
+	var tokens []int64
+	for range 4 {
+		tokens = append(tokens, fencedToken(t, s, alock.Key(1)))
+	}
+	admin := pgtest.Connect(t, dsn)
+	var last int64
+	if err := admin.QueryRow(ctx, "SELECT last_value FROM public.alock_fence").Scan(&last); err != nil {
+		t.Fatal(err)
+	}
+	for i, tok := range tokens {
+		if tok == 0 || (i > 0 && tok <= tokens[i-1]) {
+			t.Fatalf("tokens of four successive grants: %v (sequence at %d); want them non-zero and growing, or Open to refuse the sequence", tokens, last)
+		}
+	}
+}
