@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -205,5 +206,57 @@ func TestAttack3FenceNonPositiveTokens(t *testing.T) {
 		if tok == 0 || (i > 0 && tok <= tokens[i-1]) {
 			t.Fatalf("tokens of four successive grants: %v (sequence at %d); want them non-zero and growing, or Open to refuse the sequence", tokens, last)
 		}
+	}
+}
+
+// TestAttack3OpenThroughBusyTransactionPooler: Open must refuse a
+// transaction-mode pooler (doc.go: "[Open] refuses both"), also when other
+// clients of the pool keep its backends busy, so that the probe's second
+// client and the session's next statement do not fall on the backends that
+// the check expects. Each Open that succeeds is then made to lock: the
+// library must not report a lock held on a backend whose locks the server
+// does not show.
+func TestAttack3OpenThroughBusyTransactionPooler(t *testing.T) {
+	t.Parallel()
+	dsn, via := a3Bouncer(t, "transaction", 4)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer stop()
+	for i := range 3 {
+		c := pgtest.Connect(t, via)
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				_, _ = c.Exec(ctx, "SELECT pg_sleep(0.003 * $1)", i+1)
+			}
+		})
+	}
+	opened := 0
+	for range 10 {
+		octx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		s, err := alock.Open(octx, via, nil)
+		cancel()
+		if err != nil {
+			if !errors.Is(err, alock.ErrPooler) {
+				t.Errorf("Open: %v, want ErrPooler", err)
+			}
+			continue
+		}
+		opened++
+		l := s.NewExclusive(alock.Key(int64(100 + opened)))
+		err = l.Acquire(context.Background())
+		if err == nil {
+			got := locktest.Holds(t, dsn, s.PID())
+			if len(got) != 1 {
+				t.Errorf("Acquire succeeded through a transaction pooler and the session's backend %d shows %v", s.PID(), got)
+			}
+			_ = l.Release(context.Background())
+		}
+		t.Logf("Open succeeded through a transaction pooler; Acquire: %v", err)
+		_ = s.Close(context.Background())
+	}
+	if opened > 0 {
+		t.Errorf("Open succeeded %d times of 10 through a transaction-mode pooler with busy backends, want ErrPooler every time", opened)
 	}
 }
