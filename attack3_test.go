@@ -6,6 +6,9 @@ package alock_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
 	"os"
 	"sync"
 	"testing"
@@ -259,4 +262,120 @@ func TestAttack3OpenThroughBusyTransactionPooler(t *testing.T) {
 	if opened > 0 {
 		t.Errorf("Open succeeded %d times of 10 through a transaction-mode pooler with busy backends, want ErrPooler every time", opened)
 	}
+}
+
+// TestAttack3FenceOrderUnderConcurrency: goroutines take exclusive
+// single-id Locks, blocking, trying, re-entrant and with deadlines that end
+// mid-wait, on two fenced Sessions and a fenced Locker over three ids. An
+// exclusive id has one server-level holder at a time, so in the order in
+// which the acquisitions return, the tokens of an id never go down, and
+// Locks that hold an id at once (only on one Session) share a token. At the
+// end, every Lock released, the server shows nothing.
+func TestAttack3FenceOrderUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	opts := &alock.SessionOptions{Fencing: true}
+	s1, s2 := attackSession(t, dsn, opts), attackSession(t, dsn, opts)
+	lctx, lcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	lk, err := alock.NewLocker(lctx, dsn, &alock.LockerOptions{MaxSessions: 2, Session: *opts})
+	lcancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lk.Close(context.Background())
+	var (
+		mu      sync.Mutex
+		last    = map[int64]int64{}  // id → the token of the latest acquisition to return
+		holders = map[int64][]int64{} // id → tokens of current holders
+		errs    []string
+	)
+	deadline := time.Now().Add(3 * time.Second)
+	var wg sync.WaitGroup
+	for g := range 6 {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(g), 3))
+			for time.Now().Before(deadline) {
+				id := int64(r.IntN(3) + 1)
+				var l *alock.Lock
+				switch g % 3 {
+				case 0:
+					l = s1.NewExclusive(alock.Key(id))
+				case 1:
+					l = s2.NewExclusive(alock.Key(id))
+				default:
+					l = lk.NewExclusive(alock.Key(id))
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(r.IntN(40))*time.Millisecond)
+				var err error
+				if r.IntN(3) == 0 {
+					var ok bool
+					ok, err = l.TryAcquire(ctx)
+					if err == nil && !ok {
+						cancel()
+						continue
+					}
+				} else {
+					err = l.Acquire(ctx)
+				}
+				cancel()
+				if err != nil {
+					if l.Locked() {
+						mu.Lock()
+						errs = append(errs, fmt.Sprintf("failed acquisition %v leaves Locked", err))
+						mu.Unlock()
+					}
+					continue
+				}
+				tok := l.Token()
+				mu.Lock()
+				if tok <= 0 {
+					errs = append(errs, fmt.Sprintf("token %d of a held fenced Lock", tok))
+				}
+				if tok < last[id] {
+					errs = append(errs, fmt.Sprintf("Key(%d): token %d returned after %d", id, tok, last[id]))
+				}
+				for _, h := range holders[id] {
+					if h != tok {
+						errs = append(errs, fmt.Sprintf("Key(%d): held at once with tokens %d and %d", id, h, tok))
+					}
+				}
+				last[id] = tok
+				holders[id] = append(holders[id], tok)
+				mu.Unlock()
+				if r.IntN(4) == 0 { // re-entrant: keeps the token
+					if err := l.Acquire(context.Background()); err != nil || l.Token() != tok {
+						mu.Lock()
+						errs = append(errs, fmt.Sprintf("re-entrant Acquire: %v, token %d, was %d", err, l.Token(), tok))
+						mu.Unlock()
+					} else {
+						_ = l.Release(context.Background())
+					}
+				}
+				time.Sleep(time.Duration(r.IntN(3)) * time.Millisecond)
+				mu.Lock()
+				hs := holders[id]
+				if i := slices.Index(hs, tok); i >= 0 {
+					holders[id] = slices.Delete(hs, i, i+1)
+				}
+				mu.Unlock()
+				if err := l.Release(context.Background()); err != nil {
+					mu.Lock()
+					errs = append(errs, fmt.Sprintf("Release: %v", err))
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, e := range errs[:min(len(errs), 10)] {
+		t.Error(e)
+	}
+	for _, s := range []*alock.Session{s1, s2} {
+		if err := s.Err(); err != nil {
+			t.Errorf("session lost: %v", err)
+		} else if got := locktest.Holds(t, dsn, s.PID()); len(got) != 0 {
+			t.Errorf("after every release the server shows %v on %d", got, s.PID())
+		}
+	}
+	t.Logf("latest tokens %v", last)
 }
