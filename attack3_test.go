@@ -5,17 +5,22 @@ package alock_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"slices"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	_ "github.com/jackc/pgx/v5/stdlib"
+	_ "github.com/lib/pq"
 	"github.com/pgalock/alock"
+	"github.com/pgalock/alock/alocksql"
 	"github.com/pgalock/alock/internal/locktest"
 	"github.com/pgalock/alock/internal/pgbouncer"
 	"github.com/pgalock/alock/internal/pgtest"
@@ -285,7 +290,7 @@ func TestAttack3FenceOrderUnderConcurrency(t *testing.T) {
 	defer lk.Close(context.Background())
 	var (
 		mu      sync.Mutex
-		last    = map[int64]int64{}  // id → the token of the latest acquisition to return
+		last    = map[int64]int64{}   // id → the token of the latest acquisition to return
 		holders = map[int64][]int64{} // id → tokens of current holders
 		errs    []string
 	)
@@ -378,4 +383,117 @@ func TestAttack3FenceOrderUnderConcurrency(t *testing.T) {
 		}
 	}
 	t.Logf("latest tokens %v", last)
+}
+
+// TestAttack3NoFalsePoolerInLegitimateMix: one process locks through every
+// legitimate front end at once, directly on the server: a pgxpool with
+// GuardPool whose connections are borrowed, locked, and given back released
+// or still holding (destroyed), a Session, a Locker with several sessions,
+// and alocksql *sql.Conns over pgx's stdlib and lib/pq, which are pinned,
+// locked and given back. No backend serves two connections here, so no
+// operation may fail with ErrPooler.
+func TestAttack3NoFalsePoolerInLegitimateMix(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = 3
+	alock.GuardPool(cfg, nil)
+	ctx := context.Background()
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	s := attackSession(t, dsn, nil)
+	lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
+	lk, err := alock.NewLocker(lctx, dsn, &alock.LockerOptions{MaxSessions: 3})
+	lcancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lk.Close(ctx)
+	var dbs []*sql.DB
+	for _, name := range []string{"pgx", "postgres"} {
+		db, err := sql.Open(name, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.SetMaxOpenConns(2)
+		defer db.Close()
+		dbs = append(dbs, db)
+	}
+	var mu sync.Mutex
+	var poolerErrs []string
+	note := func(what string, err error) {
+		if errors.Is(err, alock.ErrPooler) {
+			mu.Lock()
+			poolerErrs = append(poolerErrs, what+": "+err.Error())
+			mu.Unlock()
+		}
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	var wg sync.WaitGroup
+	for g := range 6 {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(g), 7))
+			for time.Now().Before(deadline) {
+				id := alock.Key(int64(1000*g + r.IntN(3)))
+				switch g {
+				case 0, 1: // pgxpool
+					pc, err := pool.Acquire(ctx)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					l := alock.NewExclusive(pc.Conn(), id)
+					err = l.Acquire(ctx)
+					note("pool Acquire", err)
+					if err == nil && r.IntN(3) > 0 {
+						note("pool Release", l.Release(ctx))
+					}
+					pc.Release() // holding: destroyed by GuardPool
+				case 2:
+					l := s.NewExclusive(id)
+					if err := l.Acquire(ctx); err != nil {
+						note("session Acquire", err)
+					} else {
+						note("session Release", l.Release(ctx))
+					}
+				case 3:
+					l := lk.NewShare(id)
+					if err := l.Acquire(ctx); err != nil {
+						note("locker Acquire", err)
+					} else {
+						note("locker Release", l.Release(ctx))
+					}
+				default: // database/sql
+					db := dbs[g-4]
+					c, err := db.Conn(ctx)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					l := alocksql.NewExclusive(c, id)
+					if err := l.Acquire(ctx); err != nil {
+						note("sql Acquire", err)
+					} else {
+						note("sql Release", l.Release(ctx))
+					}
+					_ = c.Close()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, e := range poolerErrs[:min(len(poolerErrs), 5)] {
+		t.Errorf("false ErrPooler: %s", e)
+	}
+	if s.Err() == nil {
+		if got := locktest.Holds(t, dsn, s.PID()); len(got) != 0 {
+			t.Errorf("session holds %v", got)
+		}
+	}
 }
