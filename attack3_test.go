@@ -497,3 +497,71 @@ func TestAttack3NoFalsePoolerInLegitimateMix(t *testing.T) {
 		}
 	}
 }
+
+// TestAttack3SessionPoolerSeveralClients: behind a session-mode PgBouncer
+// (enough server connections for every client), plain connections, a
+// Session and a Locker of one process lock and unlock at once, and clients
+// come and go between rounds (released first). No ErrPooler, and the server
+// agrees with every Lock.
+func TestAttack3SessionPoolerSeveralClients(t *testing.T) {
+	t.Parallel()
+	dsn, via := a3Bouncer(t, "session", 8)
+	ctx := context.Background()
+	s := attackSession(t, via, &alock.SessionOptions{Fencing: true})
+	lctx, lcancel := context.WithTimeout(ctx, 20*time.Second)
+	lk, err := alock.NewLocker(lctx, via, &alock.LockerOptions{MaxSessions: 2})
+	lcancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lk.Close(ctx)
+	for round := range 4 {
+		var wg sync.WaitGroup
+		for g := range 3 {
+			wg.Go(func() {
+				c, err := pgx.Connect(ctx, via)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer c.Close(ctx)
+				pid := a3BackendOf(t, c)
+				for i := range 10 {
+					l := alock.NewExclusive(c, alock.Key(int64(100*g+i)))
+					if err := l.Acquire(ctx); err != nil {
+						t.Errorf("round %d client %d: %v", round, g, err)
+						return
+					}
+					if got := locktest.Holds(t, dsn, pid); len(got) != 1 {
+						t.Errorf("round %d client %d: server shows %v", round, g, got)
+					}
+					if err := l.Release(ctx); err != nil {
+						t.Errorf("round %d client %d: Release: %v", round, g, err)
+						return
+					}
+				}
+			})
+		}
+		wg.Go(func() {
+			for i := range 10 {
+				l := s.NewShare(alock.Key(int64(900 + i)))
+				if err := l.Acquire(ctx); err != nil {
+					t.Errorf("session: %v", err)
+					return
+				}
+				_ = l.Release(ctx)
+			}
+		})
+		wg.Go(func() {
+			for i := range 10 {
+				l := lk.NewExclusive(alock.Key(int64(800 + i)))
+				if err := l.Acquire(ctx); err != nil {
+					t.Errorf("locker: %v", err)
+					return
+				}
+				_ = l.Release(ctx)
+			}
+		})
+		wg.Wait()
+	}
+}
