@@ -565,3 +565,42 @@ func TestAttack3SessionPoolerSeveralClients(t *testing.T) {
 		wg.Wait()
 	}
 }
+
+// TestAttack3TransactionPoolerReleaseLeaksHold: through a transaction-mode
+// PgBouncer a plain connection's lock is taken on backend P; the Release
+// lands on another backend, the library detects the pooler (ErrPooler) and
+// closes the client connection. The package promises never to leak a lock
+// on failure and says the Lock "gives back what it can": the server must not
+// keep the lock on P after the library reported it gone, else the id stays
+// locked for every other client of the pool (and is silently shared by any
+// later client landing on P).
+func TestAttack3TransactionPoolerReleaseLeaksHold(t *testing.T) {
+	t.Parallel()
+	dsn, via := a3Bouncer(t, "transaction", 2)
+	ctx := context.Background()
+	a, b := pgtest.Connect(t, via), pgtest.Connect(t, via)
+	l := alock.NewExclusive(a, alock.Key(1))
+	mustAcquire(t, l)
+	holder := sessionPID(t, dsn, 1)
+	tx, err := b.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pinned uint32
+	if err := tx.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pinned); err != nil {
+		t.Fatal(err)
+	}
+	if pinned != holder {
+		_ = tx.Rollback(ctx)
+		t.Skipf("the pooler gave b backend %d, not a's %d", pinned, holder)
+	}
+	err = l.Release(ctx)
+	_ = tx.Rollback(ctx)
+	if !errors.Is(err, alock.ErrPooler) {
+		t.Fatalf("Release through a transaction pooler: %v, want ErrPooler", err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if got := locktest.Holds(t, dsn, holder); len(got) != 0 {
+		t.Errorf("after Release failed with ErrPooler (Locked %v) the server still shows %v on backend %d, which the pool keeps serving", l.Locked(), got, holder)
+	}
+}
