@@ -604,3 +604,70 @@ func TestAttack3TransactionPoolerReleaseLeaksHold(t *testing.T) {
 		t.Errorf("after Release failed with ErrPooler (Locked %v) the server still shows %v on backend %d, which the pool keeps serving", l.Locked(), got, holder)
 	}
 }
+
+// TestAttack3LeadTermsGrow: two fenced Lockers campaign in a loop, three
+// goroutines each, with terms that end at once or after a while and with
+// campaigns cancelled mid-wait. Terms never overlap, and each term's token
+// is larger than every earlier term's.
+func TestAttack3LeadTermsGrow(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	opts := &alock.LockerOptions{MaxSessions: 2, Session: alock.SessionOptions{Fencing: true}}
+	var lks []*alock.Locker
+	for range 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		lk, err := alock.NewLocker(ctx, dsn, opts)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer lk.Close(context.Background())
+		lks = append(lks, lk)
+	}
+	var (
+		mu      sync.Mutex
+		leading int
+		last    int64
+		terms   int
+		errs    []string
+	)
+	deadline := time.Now().Add(3 * time.Second)
+	var wg sync.WaitGroup
+	for g := range 6 {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(g), 11))
+			for time.Now().Before(deadline) {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(5+r.IntN(50))*time.Millisecond)
+				err := lks[g%2].Lead(ctx, alock.Name("a3 leader"), func(ctx context.Context, token int64) error {
+					mu.Lock()
+					leading++
+					if leading > 1 {
+						errs = append(errs, fmt.Sprintf("%d leaders at once", leading))
+					}
+					if token <= last {
+						errs = append(errs, fmt.Sprintf("term token %d after %d", token, last))
+					}
+					last = token
+					terms++
+					mu.Unlock()
+					time.Sleep(time.Duration(r.IntN(3)) * time.Millisecond)
+					mu.Lock()
+					leading--
+					mu.Unlock()
+					return nil
+				})
+				cancel()
+				if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+					mu.Lock()
+					errs = append(errs, "Lead: "+err.Error())
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, e := range errs[:min(len(errs), 10)] {
+		t.Error(e)
+	}
+	t.Logf("%d terms, last token %d", terms, last)
+}
