@@ -671,3 +671,52 @@ func TestAttack3LeadTermsGrow(t *testing.T) {
 	}
 	t.Logf("%d terms, last token %d", terms, last)
 }
+
+// TestAttack3OpenThroughStatementPooler: a statement-mode PgBouncer moves
+// every statement between backends, worse than transaction mode; Open must
+// refuse it with ErrPooler. Its check opens a transaction on a second
+// client, which statement mode forbids; a failed probe must not count as a
+// pass. If Open succeeds, a Session's lock must at least agree with the
+// server.
+func TestAttack3OpenThroughStatementPooler(t *testing.T) {
+	t.Parallel()
+	dsn, via := a3Bouncer(t, "statement", 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := alock.Open(ctx, via, nil)
+	if errors.Is(err, alock.ErrPooler) {
+		return
+	}
+	if err != nil {
+		t.Fatalf("Open through a statement pooler: %v, want ErrPooler", err)
+	}
+	defer s.Close(context.Background())
+	l := s.NewExclusive(alock.Key(1))
+	aerr := l.Acquire(ctx)
+	t.Errorf("Open succeeded through a statement-mode pooler (session pid %d); Acquire: %v; server shows %v on it",
+		s.PID(), aerr, locktest.Holds(t, dsn, s.PID()))
+	if aerr != nil {
+		time.Sleep(200 * time.Millisecond)
+		if left := a3AllAdvisory(t, dsn); len(left) > 0 {
+			t.Errorf("after Acquire failed (%v), the server still holds %v in the database", aerr, left)
+		}
+	}
+}
+
+// a3AllAdvisory lists the advisory locks held in dsn's database by any
+// backend, as "pid:objid:mode".
+func a3AllAdvisory(t *testing.T, dsn string) []string {
+	t.Helper()
+	c := pgtest.Connect(t, dsn)
+	defer c.Close(context.Background())
+	rows, err := c.Query(context.Background(), `SELECT pid || ':' || objid || ':' || mode FROM pg_locks
+		WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
