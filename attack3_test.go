@@ -720,3 +720,60 @@ func a3AllAdvisory(t *testing.T, dsn string) []string {
 	}
 	return out
 }
+
+// TestAttack3FencedCancelRacesGrant: a fenced Session's Acquire waits for
+// an id another connection holds; the holder unlocks while the waiter's
+// context is cancelled, at varying offsets. Whatever wins, the library
+// agrees with pg_locks, a failure matches the cause, and a success's token
+// is larger than every earlier one.
+func TestAttack3FencedCancelRacesGrant(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	s := attackSession(t, dsn, &alock.SessionOptions{Fencing: true})
+	other := pgtest.Connect(t, dsn)
+	cause := errors.New("a3 cause")
+	var best int64
+	won := 0
+	for i := range 30 {
+		if _, err := other.Exec(context.Background(), "SELECT pg_advisory_lock(1)"); err != nil {
+			t.Fatal(err)
+		}
+		l := s.NewExclusive(alock.Key(1))
+		ctx, cancel := context.WithCancelCause(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- l.Acquire(ctx) }()
+		waitWaiting(t, dsn, s.PID())
+		unlocked := make(chan struct{})
+		go func() {
+			defer close(unlocked)
+			_, _ = other.Exec(context.Background(), "SELECT pg_advisory_unlock(1)")
+		}()
+		time.Sleep(time.Duration(i%6) * 200 * time.Microsecond)
+		cancel(cause)
+		err := <-done
+		<-unlocked
+		got := locktest.Holds(t, dsn, s.PID())
+		if err != nil {
+			if !errors.Is(err, context.Canceled) || !errors.Is(err, cause) {
+				t.Fatalf("round %d: %v, want the cancellation and its cause", i, err)
+			}
+			if l.Locked() || len(got) != 0 || l.Token() != 0 {
+				t.Fatalf("round %d: failed (%v) but Locked %v, token %d, server shows %v", i, err, l.Locked(), l.Token(), got)
+			}
+			continue
+		}
+		won++
+		if !l.Locked() || len(got) != 1 {
+			t.Fatalf("round %d: acquired but server shows %v", i, got)
+		}
+		if l.Token() <= best {
+			t.Fatalf("round %d: token %d, want more than %d", i, l.Token(), best)
+		}
+		best = l.Token()
+		mustRelease(t, l)
+	}
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d of 30 won the race", won)
+}
