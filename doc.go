@@ -162,9 +162,13 @@
 // next borrower would silently share the locks. Transaction-mode poolers
 // such as PgBouncer in pool_mode=transaction move statements between server
 // sessions and break session locks entirely (use [LockTx] there); so does a
-// hot standby, whose locks the primary never sees. [Open] refuses both
-// ([ErrPooler], [ErrStandby]); a session-mode pooler, which pins one
-// backend per client, works.
+// hot standby, whose locks the primary never sees. [Open] refuses a
+// standby ([ErrStandby]) and a pooler its check can catch ([ErrPooler]: a
+// statement-mode pool, or a transaction-mode pool whose backends move
+// while it looks; behind a busy pool the check can miss, and the lock
+// statements' own check below then fails the first statement that lands
+// elsewhere); a session-mode pooler, which pins one backend per client,
+// works.
 //
 // A pooler cannot be recognised by its pids (PgBouncer reports its own in
 // every mode), so the library watches what it does. Every lock and unlock
@@ -174,7 +178,12 @@
 // may hold the locks of two connections of the process (a backend is named
 // by its pid and its server's start time). When either fails, the Lock
 // gives back what it can, closes the connection and returns an error
-// wrapping ErrPooler and ErrLost. Clients in different processes whose
+// wrapping ErrPooler and ErrLost. What it took on a backend that is not the
+// session's stays there if the unlock cannot reach that backend (a
+// transaction-mode pooler keeps serving it): another reason not to lock
+// through such a pooler. A record left by a connection closed while it held
+// locks does not count once its backend shows none of them (a session-mode
+// pooler reset it, or its pid was reused). Clients in different processes whose
 // statements land on the same backend cannot be told apart, so on a plain
 // connection this is a tripwire, not a guarantee: do not lock through such
 // a pooler. Two front ends on one connection (alock on the *pgx.Conn under

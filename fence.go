@@ -28,7 +28,7 @@ func qualifyFence(name string) string {
 // fenceSettingsSQL reads the settings of a sequence that decide whether its
 // values come out in order (no row if the relation is missing or is not a
 // sequence).
-const fenceSettingsSQL = `SELECT seqincrement, seqcache, seqcycle
+const fenceSettingsSQL = `SELECT seqincrement, seqcache, seqcycle, seqmin
 FROM pg_catalog.pg_sequence WHERE seqrelid = to_regclass($1)`
 
 // prepareFence makes sure the fencing sequence exists, creating it if it is
@@ -38,12 +38,13 @@ func prepareFence(ctx context.Context, conn *pgx.Conn, sequence string) (string,
 	name := qualifyFence(sequence)
 	var increment, cache int64
 	var cycle bool
-	err := conn.QueryRow(ctx, fenceSettingsSQL, name).Scan(&increment, &cache, &cycle)
+	var minValue int64
+	err := conn.QueryRow(ctx, fenceSettingsSQL, name).Scan(&increment, &cache, &cycle, &minValue)
 	if errors.Is(err, pgx.ErrNoRows) {
 		if err = createFence(ctx, conn, name); err != nil {
 			return "", err
 		}
-		err = conn.QueryRow(ctx, fenceSettingsSQL, name).Scan(&increment, &cache, &cycle)
+		err = conn.QueryRow(ctx, fenceSettingsSQL, name).Scan(&increment, &cache, &cycle, &minValue)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return "", fmt.Errorf("alock: open: the fencing sequence %s: a relation of that name exists and is not a sequence", name)
 		}
@@ -60,6 +61,9 @@ func prepareFence(ctx context.Context, conn *pgx.Conn, sequence string) (string,
 	}
 	if cycle {
 		bad = append(bad, "CYCLE (want NO CYCLE)")
+	}
+	if minValue < 1 {
+		bad = append(bad, fmt.Sprintf("MINVALUE %d (want 1 or more: a token of 0 or less means none)", minValue))
 	}
 	if len(bad) > 0 {
 		return "", fmt.Errorf("alock: open: the fencing sequence %s can hand out tokens out of order: %s", name, strings.Join(bad, ", "))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -179,6 +180,10 @@ func checkPinned(ctx context.Context, conn *pgx.Conn, cfg *pgx.ConnConfig, pid u
 	}
 	defer other.Close(context.WithoutCancel(ctx))
 	tx, err := other.Begin(bound)
+	if core.SQLState(err) != "" || (err != nil && strings.Contains(err.Error(), "statement pooling")) {
+		// A pooler that refuses transaction blocks pools statements.
+		return fmt.Errorf("alock: open: %w: a second client could not open a transaction: %w", ErrPooler, err)
+	}
 	if err != nil {
 		return nil
 	}

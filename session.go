@@ -198,6 +198,7 @@ func (s *Session) Close(ctx context.Context) error {
 	}
 	err := s.conn.Close(context.WithoutCancel(ctx))
 	s.lose(errSessionClosed)
+	core.ForgetSession(s.conn) // its holds ended with it
 	<-s.watched
 	<-s.linked
 	close(s.closed)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 )
 
 // ErrPooler is re-exported by alock; see its documentation there.
@@ -29,7 +31,7 @@ func (l *Lock) checkBackend(op operation, r reply, claim bool) error {
 	if r.start != "" && l.start == "" {
 		l.learnServer(r.start)
 	}
-	if claim && l.start != "" && !claimBackend(l.conn.Key(), backend{l.start, r.pid}) {
+	if claim && l.start != "" && !claimBackend(l.conn.Key(), backend{l.start, r.pid}) && !l.reclaim(backend{l.start, r.pid}) {
 		return fmt.Errorf("alock: %s: %w: backend %d also holds the locks of another connection", op, ErrPooler, r.pid)
 	}
 	if l.pid == 0 && l.guard == nil { // a Session's Locks know their pid from Options
@@ -68,4 +70,69 @@ func (l *Lock) distrust(ctx context.Context, cause error, tags []Tag) error {
 		err = errors.Join(err, l.abandon(cctx, "check the backend of", cause))
 	}
 	return errors.Join(cause, err)
+}
+
+// reclaim settles a claim of backend b that another connection's holds
+// already name: it asks b (this session's backend, as the answer must show)
+// which advisory locks it holds. If none of the other connection's holds is
+// among them, that record is stale (the connection was closed while it
+// held, and its backend then ended, or was reset by a session-mode pooler
+// for this client), so it is dropped and the claim made. Otherwise the
+// backend serves two connections: only a transaction-mode pooler does that.
+func (l *Lock) reclaim(b backend) bool {
+	ctx, cancel := cleanupContext(context.Background())
+	defer cancel()
+	var text string
+	_, err := run(ctx, l.conn, finish, func(q context.Context) (err error) {
+		text, err = l.conn.QueryText(q, backendHoldsSQL, nil)
+		return err
+	})
+	if err != nil {
+		return false
+	}
+	pid, held, ok := parseBackendHolds(text)
+	if !ok || pid != b.pid {
+		return false
+	}
+	return dropStaleClaim(l.conn.Key(), b, held)
+}
+
+// backendHoldsSQL returns the backend's pid and the advisory locks it
+// holds, as "pid;classid:objid:objsubid:m,..." with m 'e' or 's'.
+const backendHoldsSQL = `SELECT concat(pg_catalog.pg_backend_pid(), ';', string_agg(classid::text || ':' || objid::text || ':' || objsubid::text || ':' ||
+	CASE mode WHEN 'ShareLock' THEN 's' ELSE 'e' END, ','))
+FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid() AND granted`
+
+// parseBackendHolds parses backendHoldsSQL's text.
+func parseBackendHolds(text string) (pid uint32, held map[holdKey]bool, ok bool) {
+	head, list, found := strings.Cut(text, ";")
+	n, err := strconv.ParseUint(head, 10, 32)
+	if !found || err != nil {
+		return 0, nil, false
+	}
+	held = make(map[holdKey]bool)
+	for item := range strings.SplitSeq(list, ",") {
+		if item == "" {
+			continue
+		}
+		tagText, mode, found := strings.Cut(item, ";")
+		if i := strings.LastIndexByte(item, ':'); i >= 0 {
+			tagText, mode, found = item[:i], item[i+1:], true
+		}
+		if !found {
+			return 0, nil, false
+		}
+		m := Exclusive
+		if mode == "s" {
+			m = Share
+		}
+		tags, err := parseHeld(tagText)
+		if err != nil {
+			return 0, nil, false
+		}
+		for t := range tags {
+			held[holdKey{t, m}] = true
+		}
+	}
+	return uint32(n), held, true
 }

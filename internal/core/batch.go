@@ -96,7 +96,15 @@ func (l *Lock) runBatch(ops []*batchOp) {
 		return
 	}
 	if err == nil && len(rows.ops) > 0 {
-		err = l.checkBackend(operation{"batch", l.label}, rep, true)
+		if err = l.checkBackend(operation{"batch", l.label}, rep, true); err != nil {
+			// The tries may have taken locks on a backend that is not the
+			// session's: unlock them wherever the unlock lands, then close.
+			err = l.distrustRows(err, sent)
+			for _, op := range ops {
+				op.err = err
+			}
+			return
+		}
 	}
 	if err != nil {
 		err = l.abandon(context.Background(), "batch", err)
@@ -195,4 +203,20 @@ func (l *Lock) releaseBatched(op operation) error {
 	}
 	l.setCount(-1, 0)
 	return err
+}
+
+// distrustRows is distrust for the tries of a batch, in their modes.
+func (l *Lock) distrustRows(cause error, sent map[holdKey]int) error {
+	var back batchRows
+	for hk := range sent {
+		back.add(hk.mode, []Tag{hk.tag}, true)
+	}
+	var err error
+	if len(back.ops) > 0 {
+		_, _, err = l.runRows(back, nil)
+	}
+	if !l.conn.Closed() {
+		err = errors.Join(err, l.abandon(context.Background(), "check the backend of", cause))
+	}
+	return errors.Join(cause, err)
 }

@@ -192,3 +192,27 @@ func HoldCount(session any) int {
 // ForgetSession drops every hold of a session that its owner ends (a pool
 // destroying a connection given back with locks).
 func ForgetSession(session any) { forgetSession(session) }
+
+// dropStaleClaim drops the record of the session that claimed backend b if
+// none of its holds is in held (what b holds now), and makes session's
+// claim. It reports whether the claim was made.
+func dropStaleClaim(session any, b backend, held map[holdKey]bool) bool {
+	holds.Lock()
+	other, ok := holds.backends[b]
+	if ok && other != session {
+		s := holds.m[other]
+		if s != nil {
+			for k := range s.grants {
+				if held[k] {
+					holds.Unlock()
+					return false
+				}
+			}
+			deleteSession(other, s)
+		} else {
+			delete(holds.backends, b)
+		}
+	}
+	holds.Unlock()
+	return claimBackend(session, b)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Release gives back one acquisition; the last one unlocks on the server.
@@ -164,6 +165,7 @@ func (l *Lock) unlock(ctx context.Context, tags []Tag, strict bool) error {
 		return l.abandon(ctx, "unlock", fmt.Errorf("unexpected result %q", text))
 	}
 	if err := l.checkBackend(operation{"unlock", l.label}, r, false); err != nil {
+		l.unlockOnOwnBackend(ctx, st)
 		return l.abandon(ctx, "unlock", err)
 	}
 	var notHeld []Tag
@@ -176,4 +178,36 @@ func (l *Lock) unlock(ctx context.Context, tags []Tag, strict bool) error {
 		return fmt.Errorf("alock: unlock %s: %w: the server did not hold %v", l.label(), ErrLost, notHeld)
 	}
 	return nil
+}
+
+// unlockOnOwnBackend tries unlockTries times, unlockRetry apart.
+const (
+	unlockTries = 20
+	unlockRetry = 50 * time.Millisecond
+)
+
+// unlockOnOwnBackend sends st again, a few times, hoping that a pooler
+// that moved the unlock to another backend hands the session's own backend
+// to one of them: closing the connection does not end the locks of a
+// backend that a transaction-mode pooler keeps serving. Best effort, for
+// about a second.
+func (l *Lock) unlockOnOwnBackend(ctx context.Context, st statement) {
+	want := l.pid
+	if want == 0 {
+		want = sessionPID(l.conn.Key())
+	}
+	for i := range unlockTries {
+		if i > 0 && sleep(ctx, unlockRetry) != nil {
+			return
+		}
+		var text string
+		_, err := run(ctx, l.conn, finish, func(q context.Context) (err error) {
+			text, err = l.conn.QueryText(q, st.sql, st.args)
+			return err
+		})
+		r, ok := parseReply(text, true, false)
+		if err != nil || !ok || r.pid == want || want == 0 {
+			return
+		}
+	}
 }
