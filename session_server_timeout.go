@@ -97,6 +97,10 @@ func setServerTimeout(ctx context.Context, conn *pgx.Conn, b bounds) error {
 	return nil
 }
 
+// minRTO is Linux's smallest retransmission timeout: data seen stuck has
+// been unacknowledged at least that long.
+const minRTO = 200 * time.Millisecond
+
 // watchLink tells of a loss when the kernel has received nothing from the
 // server for longer than the client bound: no answer to the watchdog's
 // probes, to the TCP keepalive probes or to data sent. It covers the time an
@@ -112,6 +116,7 @@ func (s *Session) watchLink(c net.Conn, b bounds) {
 	}
 	tick := time.NewTicker(min(250*time.Millisecond, b.client/8))
 	defer tick.Stop()
+	var stuckSince time.Time // when sent data was first seen stuck
 	for {
 		select {
 		case <-s.done:
@@ -120,9 +125,17 @@ func (s *Session) watchLink(c net.Conn, b bounds) {
 			return
 		case <-tick.C:
 		}
-		quiet, ok := sinceHeard(tc)
+		quiet, stuck, ok := sinceHeard(tc)
 		if !ok {
 			return
+		}
+		switch {
+		case !stuck:
+			stuckSince = time.Time{}
+		case stuckSince.IsZero():
+			stuckSince = time.Now().Add(-minRTO) // stuck once a retransmission timed out
+		default:
+			quiet = max(quiet, time.Since(stuckSince))
 		}
 		if quiet > b.client {
 			s.tell(fmt.Errorf("nothing received from the server for %v", quiet))

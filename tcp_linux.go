@@ -25,12 +25,15 @@ func setUserTimeout(tc *net.TCPConn, d time.Duration) {
 
 // sinceHeard returns how long ago the kernel last received a packet of the
 // connection that the peer sent in answer to ours (data, or an
-// acknowledgement: of data, or of a keepalive probe). ok is false if the
-// socket is closed or TCP_INFO cannot be read.
-func sinceHeard(tc *net.TCPConn) (d time.Duration, ok bool) {
+// acknowledgement: of data, or of a keepalive probe), and whether data we
+// sent is unacknowledged past a retransmission timeout (stuck): the peer's
+// own keepalive probes refresh the first, not the second, when only our
+// direction is cut. ok is false if the socket is closed or TCP_INFO cannot
+// be read.
+func sinceHeard(tc *net.TCPConn) (d time.Duration, stuck, ok bool) {
 	raw, err := tc.SyscallConn()
 	if err != nil {
-		return 0, false
+		return 0, false, false
 	}
 	var info syscall.TCPInfo
 	var errno syscall.Errno
@@ -40,7 +43,8 @@ func sinceHeard(tc *net.TCPConn) (d time.Duration, ok bool) {
 			uintptr(unsafe.Pointer(&info)), uintptr(unsafe.Pointer(&size)), 0)
 	})
 	if err != nil || errno != 0 {
-		return 0, false
+		return 0, false, false
 	}
-	return time.Duration(min(info.Last_data_recv, info.Last_ack_recv)) * time.Millisecond, true
+	d = time.Duration(min(info.Last_data_recv, info.Last_ack_recv)) * time.Millisecond
+	return d, info.Unacked > 0 && info.Retransmits > 0, true
 }

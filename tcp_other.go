@@ -11,4 +11,4 @@ import (
 func setUserTimeout(*net.TCPConn, time.Duration) {}
 
 // sinceHeard is not available: the link watch does nothing.
-func sinceHeard(*net.TCPConn) (time.Duration, bool) { return 0, false }
+func sinceHeard(*net.TCPConn) (time.Duration, bool, bool) { return 0, false, false }
