@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -22,7 +21,6 @@ import (
 	"github.com/pgalock/alock"
 	"github.com/pgalock/alock/alocksql"
 	"github.com/pgalock/alock/internal/locktest"
-	"github.com/pgalock/alock/internal/pgbouncer"
 	"github.com/pgalock/alock/internal/pgtest"
 )
 
@@ -30,26 +28,7 @@ import (
 // front of a fresh database and returns the database's dsn and the bouncer's.
 func a3Bouncer(t *testing.T, mode string, size int) (dsn, via string) {
 	t.Helper()
-	srv := pgtest.Server()
-	if srv == nil {
-		t.Skip("needs the harness's own server")
-	}
-	dsn = pgtest.NewDatabase(t)
-	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	b, err := pgbouncer.Start(ctx, srv, cfg.Database, &pgbouncer.Options{PoolMode: mode, PoolSize: size})
-	if errors.Is(err, pgbouncer.ErrNotInstalled) && os.Getenv("CI") == "" {
-		t.Skip("pgbouncer is not installed:", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Stop() })
-	return dsn, b.ConnString(cfg.Database)
+	return startBouncerSized(t, mode, size)
 }
 
 // a3BackendOf returns the backend pid behind conn (through a pooler, the

@@ -282,10 +282,7 @@ func TestLockerCloseWithWaiters(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	ctx := context.Background()
-	other := pgtest.Connect(t, dsn)
-	if _, err := other.Exec(ctx, "SELECT pg_advisory_lock(1)"); err != nil {
-		t.Fatal(err)
-	}
+	holdKeys(t, dsn, 1)
 	lk := newLocker(t, dsn, "alock_locker_close", nil)
 	held := lk.NewExclusive(alock.Key(2))
 	if err := held.Acquire(ctx); err != nil {

@@ -19,6 +19,13 @@ import (
 // and returns the database's dsn and the bouncer's.
 func startBouncer(t *testing.T, mode string) (dsn, via string) {
 	t.Helper()
+	return startBouncerSized(t, mode, 0)
+}
+
+// startBouncerSized is startBouncer with size server connections (0 for
+// the default).
+func startBouncerSized(t *testing.T, mode string, size int) (dsn, via string) {
+	t.Helper()
 	srv := pgtest.Server()
 	if srv == nil {
 		t.Skip("needs the harness's own server (ALOCK_TEST_DSN is set)")
@@ -30,7 +37,7 @@ func startBouncer(t *testing.T, mode string) (dsn, via string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	b, err := pgbouncer.Start(ctx, srv, cfg.Database, &pgbouncer.Options{PoolMode: mode})
+	b, err := pgbouncer.Start(ctx, srv, cfg.Database, &pgbouncer.Options{PoolMode: mode, PoolSize: size})
 	if errors.Is(err, pgbouncer.ErrNotInstalled) && os.Getenv("CI") == "" {
 		t.Skip("pgbouncer is not installed:", err)
 	}

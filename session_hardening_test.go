@@ -146,10 +146,7 @@ func TestSessionNothingWaitsBehindAWait(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	ctx := context.Background()
-	other := pgtest.Connect(t, dsn)
-	if _, err := other.Exec(ctx, "SELECT pg_advisory_lock(2)"); err != nil {
-		t.Fatal(err)
-	}
+	other := holdKeys(t, dsn, 2)
 	s := openSession(t, dsn, nil)
 	l1 := s.NewExclusive(alock.Key(1))
 	if err := l1.Acquire(ctx); err != nil {
@@ -158,7 +155,7 @@ func TestSessionNothingWaitsBehindAWait(t *testing.T) {
 	blocked := s.NewExclusive(alock.Key(2))
 	waited := make(chan error, 1)
 	go func() { waited <- blocked.Acquire(ctx) }()
-	time.Sleep(200 * time.Millisecond) // let it wait on the server
+	waitWaiting(t, dsn, s.PID())
 
 	quick := func(what string, op func(context.Context) error) {
 		t.Helper()
@@ -221,10 +218,7 @@ func TestSessionTwoWaitsOnOneSession(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	ctx := context.Background()
-	other := pgtest.Connect(t, dsn)
-	if _, err := other.Exec(ctx, "SELECT pg_advisory_lock(1), pg_advisory_lock(2)"); err != nil {
-		t.Fatal(err)
-	}
+	other := holdKeys(t, dsn, 1, 2)
 	s := openSession(t, dsn, nil)
 	var got atomic.Int32
 	var wg sync.WaitGroup
@@ -258,15 +252,12 @@ func TestSessionTerminatedWhileWaiting(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	ctx := context.Background()
-	other := pgtest.Connect(t, dsn)
-	if _, err := other.Exec(ctx, "SELECT pg_advisory_lock(1)"); err != nil {
-		t.Fatal(err)
-	}
+	holdKeys(t, dsn, 1)
 	tracer := &recordingTracer{}
 	s := openSession(t, dsn, &alock.SessionOptions{Tracer: tracer})
 	waited := make(chan error, 1)
 	go func() { waited <- s.NewExclusive(alock.Key(1)).Acquire(ctx) }()
-	time.Sleep(200 * time.Millisecond)
+	waitWaiting(t, dsn, s.PID())
 	terminate(t, dsn, s.PID())
 	err := <-waited
 	if !errors.Is(err, alock.ErrLost) {
@@ -285,10 +276,7 @@ func TestSessionCloseDuringAcquireIsNoLoss(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	ctx := context.Background()
-	other := pgtest.Connect(t, dsn)
-	if _, err := other.Exec(ctx, "SELECT pg_advisory_lock(1)"); err != nil {
-		t.Fatal(err)
-	}
+	holdKeys(t, dsn, 1)
 	tracer := &recordingTracer{}
 	s, err := alock.Open(ctx, dsn, &alock.SessionOptions{Tracer: tracer})
 	if err != nil {
@@ -296,7 +284,7 @@ func TestSessionCloseDuringAcquireIsNoLoss(t *testing.T) {
 	}
 	waited := make(chan error, 1)
 	go func() { waited <- s.NewExclusive(alock.Key(1)).Acquire(ctx) }()
-	time.Sleep(200 * time.Millisecond)
+	waitWaiting(t, dsn, s.PID())
 	expired, cancel := context.WithTimeout(ctx, time.Millisecond)
 	defer cancel()
 	<-expired.Done()
@@ -322,15 +310,12 @@ func TestPlainConnTerminatedWhileWaiting(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	ctx := context.Background()
-	other := pgtest.Connect(t, dsn)
-	if _, err := other.Exec(ctx, "SELECT pg_advisory_lock(1)"); err != nil {
-		t.Fatal(err)
-	}
+	holdKeys(t, dsn, 1)
 	conn := pgtest.Connect(t, dsn)
 	pid := conn.PgConn().PID()
 	waited := make(chan error, 1)
 	go func() { waited <- alock.NewExclusive(conn, alock.Key(1)).Acquire(ctx) }()
-	time.Sleep(200 * time.Millisecond)
+	waitWaiting(t, dsn, pid)
 	terminate(t, dsn, pid)
 	if err := <-waited; !errors.Is(err, alock.ErrLost) {
 		t.Fatalf("Acquire: %v, want ErrLost", err)
@@ -343,16 +328,13 @@ func TestDoDoesNotReturnHolding(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	ctx := context.Background()
-	other := pgtest.Connect(t, dsn)
-	if _, err := other.Exec(ctx, "SELECT pg_advisory_lock(2)"); err != nil {
-		t.Fatal(err)
-	}
+	holdKeys(t, dsn, 2)
 	s := openSession(t, dsn, nil)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	waited := make(chan error, 1)
 	go func() { waited <- s.NewExclusive(alock.Key(2)).Acquire(wctx) }()
-	time.Sleep(200 * time.Millisecond)
+	waitWaiting(t, dsn, s.PID())
 	l1 := s.NewExclusive(alock.Key(1))
 	dctx, dcancel := context.WithTimeout(ctx, 6*time.Second)
 	defer dcancel()
