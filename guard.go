@@ -28,11 +28,17 @@ func (s sessionGuard) Exit() {
 // Gate returns the session's gate.
 func (s sessionGuard) Gate() *core.Gate { return &s.gate }
 
-// Held records a Lock that holds on the session.
+// Held records a Lock that holds on the session. A grant that completes
+// after the session was told lost (by the link watch, say) is marked lost
+// at once: tell's list of held Locks was taken before it.
 func (s sessionGuard) Held(l *core.Lock) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.held[l] = struct{}{}
+	gone := s.err != nil
+	s.mu.Unlock()
+	if gone {
+		l.MarkLost()
+	}
 }
 
 // Released forgets a Lock that no longer holds.

@@ -145,7 +145,9 @@ func (l *Lock) Release(ctx context.Context) error {
 		err = l.locker.release(ctx)
 	} else {
 		err = lostError(l.ids, l.core.Release(ctx))
-		acquireSites.note(l, l.core.Locked(), 1)
+		if poolGuards.Load() > 0 {
+			acquireSites.note(l, l.core.Locked(), 1)
+		}
 	}
 	if t, ok := l.tracer.(ReleaseTracer); ok {
 		t.Release(ctx, l, err)

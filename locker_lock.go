@@ -18,7 +18,7 @@ type lockerLock struct {
 	lk   *Locker
 	l    *Lock
 	tags []core.Tag
-	turn chan struct{} // held by the goroutine that takes or gives back the hold
+	turn *core.Turn // held by the goroutine that takes or gives back the hold
 
 	// cores are the Lock's core Locks, one per session it has used (built
 	// once: they hold the statements); guarded by turn.
@@ -27,7 +27,6 @@ type lockerLock struct {
 	mu        sync.Mutex
 	count     int
 	releasing bool
-	waiting   bool            // the goroutine that has the turn acquires without trying
 	hold      *lockerHold     // nil while not held
 	lost      <-chan struct{} // the Lost channel of the latest hold
 }
@@ -43,21 +42,10 @@ type lockerHold struct {
 func (lk *Locker) newLock(m Mode, ids []ID) *Lock {
 	l := &Lock{mode: m, ids: slices.Clone(ids), tracer: lk.opts.Session.Tracer}
 	l.locker = &lockerLock{
-		lk: lk, l: l, tags: distinctTags(tags(ids)),
-		turn: make(chan struct{}, 1), lost: make(chan struct{}),
+		lk: lk, l: l, tags: core.Distinct(tags(ids)),
+		turn: core.NewTurn(), lost: make(chan struct{}),
 	}
 	return l
-}
-
-// distinctTags drops repeated tags, keeping the first order.
-func distinctTags(ts []core.Tag) []core.Tag {
-	out := ts[:0:0]
-	for _, t := range ts {
-		if !slices.Contains(out, t) {
-			out = append(out, t)
-		}
-	}
-	return out
 }
 
 // current returns the hold, nil if not held.
@@ -104,16 +92,22 @@ func (k *lockerLock) acquire(ctx context.Context, try bool) (bool, error) {
 		k.lk.waiting.Add(-1)
 		k.lk.waitNanos.Add(int64(time.Since(start)))
 	}()
-	if got, err := k.takeTurn(ctx, try); err != nil || !got {
+	got, err := true, error(nil)
+	if try {
+		got, err = k.turn.TakeUnlessWaiting(ctx)
+	} else {
+		err = k.turn.Take(ctx)
+	}
+	if err != nil || !got {
 		if err != nil {
 			err = fmt.Errorf("alock: %s %s: %w", op, k.l, err)
 		}
 		return false, err
 	}
-	defer func() { <-k.turn }()
+	defer k.turn.Give()
 	if !try {
-		k.setWaiting(true)
-		defer k.setWaiting(false)
+		k.turn.SetWaiting(true)
+		defer k.turn.SetWaiting(false)
 	}
 	if done, err := k.countOnly(op); done {
 		return err == nil, err
@@ -150,19 +144,21 @@ func (k *lockerLock) take(ctx context.Context, op string, try bool) (*lockerHold
 		return nil, false, fmt.Errorf("alock: %s %s: %w", op, k.l, err)
 	}
 	for {
-		h, ok, err := k.takeOnSession(ctx, op, try, req)
-		// A session lost while the goroutine waited on it took nothing of
-		// it: the wait goes on, on another session.
-		if !errors.Is(err, ErrLost) || try || ctx.Err() != nil {
+		h, ok, retry, err := k.takeOnSession(ctx, op, try, req)
+		if !retry {
 			return h, ok, err
 		}
+		// The session was lost while the goroutine waited on it, holding
+		// nothing of it: the wait goes on, on another session, unless
+		// the Locker closed or ctx ended; req is still granted.
 		lk.mu.Lock()
 		closed := lk.closed
 		lk.mu.Unlock()
 		if closed {
-			return h, ok, err
+			k.leave(&lockerHold{req: req})
+			return nil, false, err
 		}
-		if err := sleepCtx(ctx, 10*time.Millisecond); err != nil {
+		if err := core.Sleep(ctx, 10*time.Millisecond); err != nil {
 			k.leave(&lockerHold{req: req})
 			return nil, false, fmt.Errorf("alock: %s %s: %w", op, k.l, err)
 		}
@@ -171,42 +167,30 @@ func (k *lockerLock) take(ctx context.Context, op string, try bool) (*lockerHold
 
 // takeOnSession takes the ids, granted in the process by req, on a session.
 // On failure it gives back req, unless the failure was a session lost
-// during an Acquire: then req stays granted, for the caller to try again.
-func (k *lockerLock) takeOnSession(ctx context.Context, op string, try bool, req *tableRequest) (*lockerHold, bool, error) {
-	h := &lockerHold{req: req}
-	var err error
+// during an Acquire whose ctx is alive: then req stays granted and retry
+// is true, for the caller to try again.
+func (k *lockerLock) takeOnSession(ctx context.Context, op string, try bool, req *tableRequest) (h *lockerHold, ok, retry bool, err error) {
+	h = &lockerHold{req: req}
 	if h.session, h.unload, err = k.lk.session(ctx); err != nil {
 		k.leave(h)
-		return nil, false, fmt.Errorf("alock: %s %s: %w", op, k.l, err)
+		return nil, false, false, fmt.Errorf("alock: %s %s: %w", op, k.l, err)
 	}
 	h.core = k.coreOn(h.session)
-	ok := true
+	ok = true
 	if try {
 		ok, err = h.core.TryAcquire(ctx)
 	} else {
 		err = h.core.Acquire(ctx)
 	}
 	if ok && err == nil {
-		return h, true, nil
+		return h, true, false, nil
 	}
 	if !try && errors.Is(err, ErrLost) && ctx.Err() == nil {
 		h.unload()
-		return nil, false, err
+		return nil, false, true, err
 	}
 	k.leave(h)
-	return nil, false, lostError(k.l.ids, err)
-}
-
-// sleepCtx waits for d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return core.CtxErr(ctx)
-	}
+	return nil, false, false, lostError(k.l.ids, err)
 }
 
 // coreOn returns the Lock's core Lock on s; the caller has the turn.
@@ -243,40 +227,4 @@ func (k *lockerLock) lostChan() <-chan struct{} {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.lost
-}
-
-// takeTurn waits for the Lock's turn until ctx ends; for a try it gives up
-// (got false) as soon as the goroutine that has the turn is acquiring the
-// Lock by waiting: a try never waits behind a blocked wait, even of its own
-// Lock.
-func (k *lockerLock) takeTurn(ctx context.Context, try bool) (got bool, err error) {
-	var tick <-chan time.Time
-	if try {
-		t := time.NewTicker(2 * time.Millisecond)
-		defer t.Stop()
-		tick = t.C
-	}
-	for {
-		select {
-		case k.turn <- struct{}{}:
-			return true, nil
-		case <-ctx.Done():
-			return false, core.CtxErr(ctx)
-		case <-tick:
-			k.mu.Lock()
-			waiting := k.waiting
-			k.mu.Unlock()
-			if waiting {
-				return false, nil
-			}
-		}
-	}
-}
-
-// setWaiting marks whether the goroutine that has the turn acquires by
-// waiting.
-func (k *lockerLock) setWaiting(on bool) {
-	k.mu.Lock()
-	k.waiting = on
-	k.mu.Unlock()
 }

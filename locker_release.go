@@ -18,15 +18,13 @@ func (k *lockerLock) release(ctx context.Context) error {
 	wait := ctx
 	if ctx.Err() != nil {
 		var cancel context.CancelFunc
-		wait, cancel = context.WithTimeout(context.WithoutCancel(ctx), CleanupTimeout)
+		wait, cancel = core.CleanupContext(ctx)
 		defer cancel()
 	}
-	select {
-	case k.turn <- struct{}{}:
-	case <-wait.Done():
-		return fmt.Errorf("alock: %s %s: waiting for the Lock: %w", op, k.l, core.CtxErr(wait))
+	if err := k.turn.Take(wait); err != nil {
+		return fmt.Errorf("alock: %s %s: waiting for the Lock: %w", op, k.l, err)
 	}
-	defer func() { <-k.turn }()
+	defer k.turn.Give()
 	if done, err := k.countDownOr(op, true); done { // counted meanwhile
 		return err
 	}

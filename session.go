@@ -196,6 +196,7 @@ func (s *Session) Close(ctx context.Context) error {
 		_ = s.conn.PgConn().Conn().SetDeadline(time.Now())
 		s.gate.EnterShut(context.Background())
 	}
+	s.tell(errSessionClosed) // before the server can release anything
 	err := s.conn.Close(context.WithoutCancel(ctx))
 	s.lose(errSessionClosed)
 	core.ForgetSession(s.conn) // its holds ended with it

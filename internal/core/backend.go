@@ -82,11 +82,7 @@ func (l *Lock) distrust(ctx context.Context, cause error, tags []Tag) error {
 func (l *Lock) reclaim(b backend) bool {
 	ctx, cancel := cleanupContext(context.Background())
 	defer cancel()
-	var text string
-	_, err := run(ctx, l.conn, finish, func(q context.Context) (err error) {
-		text, err = l.conn.QueryText(q, backendHoldsSQL, nil)
-		return err
-	})
+	text, err := queryText(ctx, l.conn, finish, statement{sql: backendHoldsSQL})
 	if err != nil {
 		return false
 	}
@@ -115,18 +111,15 @@ func parseBackendHolds(text string) (pid uint32, held map[holdKey]bool, ok bool)
 		if item == "" {
 			continue
 		}
-		tagText, mode, found := strings.Cut(item, ";")
-		if i := strings.LastIndexByte(item, ':'); i >= 0 {
-			tagText, mode, found = item[:i], item[i+1:], true
-		}
-		if !found {
+		i := strings.LastIndexByte(item, ':')
+		if i < 0 {
 			return 0, nil, false
 		}
 		m := Exclusive
-		if mode == "s" {
+		if item[i+1:] == "s" {
 			m = Share
 		}
-		tags, err := parseHeld(tagText)
+		tags, err := parseHeld(item[:i])
 		if err != nil {
 			return 0, nil, false
 		}

@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"errors"
+	"fmt"
 )
 
 // reconcile brings the server back to the registry's view after a batch
@@ -13,35 +14,34 @@ import (
 // is closed.
 func (l *Lock) reconcile(ops []*batchOp, sent map[holdKey]int, cause error) {
 	ctx := context.Background()
-	held := make(map[Mode]map[Tag]bool)
-	for _, m := range []Mode{Exclusive, Share} {
-		h, err := l.heldIn(ctx, m)
-		if err != nil {
-			err = l.abandon(ctx, "batch", errors.Join(cause, err))
-			for _, op := range ops {
-				op.err = err
-			}
-			return
+	text, err := queryText(ctx, l.conn, finish, statement{sql: backendHoldsSQL})
+	_, held, ok := parseBackendHolds(text)
+	if err == nil && !ok {
+		err = fmt.Errorf("unexpected result %q", text)
+	}
+	if err != nil {
+		err = l.abandon(ctx, "batch", errors.Join(cause, err))
+		for _, op := range ops {
+			op.err = err
 		}
-		held[m] = h
+		return
 	}
 	var back batchRows
 	for _, op := range ops {
 		if op.unlock {
 			op.ok = true
 			for _, t := range op.tags {
-				if held[op.l.mode][t] {
+				if held[holdKey{t, op.l.mode}] {
 					back.add(op.l.mode, []Tag{t}, true)
 				}
 			}
 		}
 	}
 	for hk := range sent {
-		if held[hk.mode][hk.tag] {
+		if held[hk] {
 			back.add(hk.mode, []Tag{hk.tag}, true)
 		}
 	}
-	var err error
 	if _, _, err = l.runRows(back, nil); err != nil {
 		err = l.abandon(ctx, "batch give back", errors.Join(cause, err))
 	}

@@ -99,10 +99,7 @@ func (l *Lock) runRows(r batchRows, single *statement) ([]bool, reply, error) {
 	if single != nil {
 		st = *single
 	}
-	_, err := run(ctx, l.conn, finish, func(q context.Context) (err error) {
-		text, err = l.conn.QueryText(q, st.sql, st.args)
-		return err
-	})
+	text, err := queryText(ctx, l.conn, finish, st)
 	if err != nil {
 		return nil, reply{}, err
 	}

@@ -44,11 +44,7 @@ SELECT CASE WHEN pg_catalog.pg_backend_pid() IN (SELECT pid FROM chain)
 // suspected of a deadlock. It is asked after a slice ran out, outside a
 // failed transaction block.
 func nextSlice(ctx context.Context, c Conn, tags []Tag) (time.Duration, error) {
-	var text string
-	_, err := run(ctx, c, finish, func(q context.Context) (err error) {
-		text, err = c.QueryText(q, suspectSQL, []any{tagList(tags)})
-		return err
-	})
+	text, err := suspect(ctx, c, tags)
 	if err != nil || text == "" {
 		return shortSlice(), err
 	}
@@ -57,6 +53,11 @@ func nextSlice(ctx context.Context, c Conn, tags []Tag) (time.Duration, error) {
 		return shortSlice(), err
 	}
 	return time.Duration(ms)*time.Millisecond + sliceTimeout, nil
+}
+
+// suspect runs suspectSQL for tags on c.
+func suspect(ctx context.Context, c Conn, tags []Tag) (string, error) {
+	return queryText(ctx, c, finish, statement{sql: suspectSQL, args: []any{tagList(tags)}})
 }
 
 // shortSlice returns the length of a slice when no deadlock is suspected: a
@@ -92,9 +93,11 @@ func tagList(tags []Tag) string {
 // to come, which is also the server's rule.
 const pollCheck = 4
 
-// polling is the state of an acquisition that polls.
+// polling is the waiting state of an acquisition: its polls, and whether
+// it took the session's wait slot.
 type polling struct {
 	polls, suspicions int
+	slot              bool // the acquisition took the session's wait slot
 }
 
 // pollDeadlocked counts a failed poll for send and reports whether the
@@ -103,11 +106,7 @@ func (l *Lock) pollDeadlocked(ctx context.Context, send []Tag) bool {
 	if l.polls.polls++; l.polls.polls%pollCheck != 0 {
 		return false
 	}
-	var text string
-	_, err := run(ctx, l.conn, finish, func(q context.Context) (err error) {
-		text, err = l.conn.QueryText(q, suspectSQL, []any{tagList(send)})
-		return err
-	})
+	text, err := suspect(ctx, l.conn, send)
 	if err != nil || text == "" {
 		l.polls.suspicions = 0
 		return false

@@ -35,17 +35,8 @@ func (l *Lock) giveBack(ctx context.Context, sp savepoint, send []Tag) error {
 
 // held returns the tags this session holds in the Lock's mode, per pg_locks.
 func (l *Lock) held(ctx context.Context) (map[Tag]bool, error) {
-	return l.heldIn(ctx, l.mode)
-}
-
-// heldIn returns the tags this session holds in mode m, per pg_locks.
-func (l *Lock) heldIn(ctx context.Context, m Mode) (map[Tag]bool, error) {
-	st := heldStatement(m)
-	var text string
-	_, err := run(ctx, l.conn, finish, func(q context.Context) (err error) {
-		text, err = l.conn.QueryText(q, st.sql, st.args)
-		return err
-	})
+	st := heldStatement(l.mode)
+	text, err := queryText(ctx, l.conn, finish, st)
 	if err != nil {
 		return nil, err
 	}

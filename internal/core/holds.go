@@ -52,6 +52,11 @@ var holds = struct {
 func claimBackend(session any, b backend) bool {
 	holds.Lock()
 	defer holds.Unlock()
+	return claimBackendLocked(session, b)
+}
+
+// claimBackendLocked is claimBackend with holds locked.
+func claimBackendLocked(session any, b backend) bool {
 	if holds.m[session] != nil {
 		return true
 	}
@@ -198,21 +203,18 @@ func ForgetSession(session any) { forgetSession(session) }
 // claim. It reports whether the claim was made.
 func dropStaleClaim(session any, b backend, held map[holdKey]bool) bool {
 	holds.Lock()
-	other, ok := holds.backends[b]
-	if ok && other != session {
-		s := holds.m[other]
-		if s != nil {
+	defer holds.Unlock()
+	if other, ok := holds.backends[b]; ok && other != session {
+		if s := holds.m[other]; s == nil {
+			delete(holds.backends, b)
+		} else {
 			for k := range s.grants {
 				if held[k] {
-					holds.Unlock()
 					return false
 				}
 			}
 			deleteSession(other, s)
-		} else {
-			delete(holds.backends, b)
 		}
 	}
-	holds.Unlock()
-	return claimBackend(session, b)
+	return claimBackendLocked(session, b)
 }

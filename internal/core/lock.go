@@ -27,8 +27,8 @@ type Lock struct {
 	lockAll, tryAll, unlockAll statement
 
 	state hold
-	polls polling       // of the acquisition in progress (guarded by turn)
-	turn  chan struct{} // held by the goroutine that takes or releases the hold (guarded Locks)
+	polls polling // of the acquisition in progress (guarded by turn)
+	turn  *Turn   // held by the goroutine that takes or releases the hold (guarded Locks)
 }
 
 // Options are a Lock's optional parts.
@@ -49,7 +49,7 @@ func NewLock(c Conn, label func() string, m Mode, tags []Tag, opts Options) *Loc
 		tryAll:    tryStatement(m, distinct, opts.Fence, pidStartSQL),
 		unlockAll: unlockStatement(m, distinct),
 		state:     hold{lost: make(chan struct{})},
-		turn:      make(chan struct{}, 1),
+		turn:      NewTurn(),
 	}
 }
 
@@ -79,17 +79,15 @@ func (l *Lock) acquire(ctx context.Context, op operation, try bool) (bool, error
 	if counted, err := l.countOnly(op); counted {
 		return err == nil, err
 	}
-	if got, err := l.takeTurnUnlessWaiting(ctx, try); err != nil || !got {
+	if got, err := l.takeTurn(ctx, try); err != nil || !got {
 		if err != nil {
 			err = fmt.Errorf("alock: %s: %w", op, err)
 		}
 		return false, err
 	}
 	defer l.giveTurn()
-	if l.guard != nil {
-		defer l.guard.Gate().FreeSlot(l)
-	}
 	l.polls = polling{}
+	defer l.freeSlot()
 	if l.batchable() && l.count() == 0 {
 		if ok, done, err := l.acquireBatched(ctx, op, try); done {
 			return ok, l.explainGone(err)

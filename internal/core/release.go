@@ -27,7 +27,7 @@ func (l *Lock) Release(ctx context.Context) error {
 		wait, cancel = cleanupContext(ctx)
 		defer cancel()
 	}
-	if err := l.takeTurn(wait); err != nil {
+	if _, err := l.takeTurn(wait, false); err != nil {
 		return fmt.Errorf("alock: %s: waiting for the session: %w", op, err)
 	}
 	defer l.giveTurn()
@@ -151,11 +151,7 @@ func (l *Lock) unlock(ctx context.Context, tags []Tag, strict bool) error {
 	if len(tags) != len(l.tags) {
 		st = unlockStatement(l.mode, tags)
 	}
-	var text string
-	_, err := run(ctx, l.conn, finish, func(q context.Context) (err error) {
-		text, err = l.conn.QueryText(q, st.sql, st.args)
-		return err
-	})
+	text, err := queryText(ctx, l.conn, finish, st)
 	if err != nil {
 		return l.abandon(ctx, "unlock", err)
 	}
@@ -200,11 +196,7 @@ func (l *Lock) unlockOnOwnBackend(ctx context.Context, st statement) {
 		if i > 0 && sleep(ctx, unlockRetry) != nil {
 			return
 		}
-		var text string
-		_, err := run(ctx, l.conn, finish, func(q context.Context) (err error) {
-			text, err = l.conn.QueryText(q, st.sql, st.args)
-			return err
-		})
+		text, err := queryText(ctx, l.conn, finish, st)
 		r, ok := parseReply(text, true, false)
 		if err != nil || !ok || r.pid == want || want == 0 {
 			return

@@ -104,3 +104,18 @@ func cancelUntilEnded(bound context.Context, c Conn, ended <-chan struct{}) bool
 func cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), CleanupTimeout)
 }
+
+// CleanupContext is cleanupContext for the front ends.
+func CleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return cleanupContext(ctx)
+}
+
+// queryText runs st on c through run and returns its text.
+func queryText(ctx context.Context, c Conn, cancel bool, st statement) (string, error) {
+	var text string
+	_, err := run(ctx, c, cancel, func(q context.Context) (err error) {
+		text, err = c.QueryText(q, st.sql, st.args)
+		return err
+	})
+	return text, err
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"sync"
-	"time"
 )
 
 // A Guard shares a session among goroutines (a Session's, and its
@@ -30,7 +29,6 @@ type hold struct {
 	mu        sync.Mutex
 	count     int
 	releasing bool          // the last Release is unlocking: no count-only Acquire
-	waiting   bool          // the goroutine that has the turn waits for the lock
 	lost      chan struct{} // closed when the current hold is lost
 	gone      bool          // the current hold is lost
 	token     int64         // fencing token of the current hold
@@ -140,61 +138,27 @@ func (l *Lock) countOnly(op operation) (counted bool, err error) {
 }
 
 // takeTurn makes the caller the one goroutine that takes or releases the
-// Lock's hold on the server; the others wait for it, until ctx ends. A Lock
-// on a plain connection belongs to one goroutine and needs no turn.
-func (l *Lock) takeTurn(ctx context.Context) error {
-	if l.guard == nil {
-		return nil
-	}
-	select {
-	case l.turn <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return ctxErr(ctx)
-	}
-}
-
-// takeTurnUnlessWaiting is takeTurn; for a try it gives up (got false)
-// as soon as the goroutine that has the turn waits for the lock: a try
-// never waits behind a blocked wait, even of its own Lock.
-func (l *Lock) takeTurnUnlessWaiting(ctx context.Context, try bool) (got bool, err error) {
-	if !try || l.guard == nil {
-		if err := l.takeTurn(ctx); err != nil {
-			return false, err
-		}
+// Lock's hold on the server (see Turn); for a try it gives up (got false)
+// while the goroutine that has the turn waits for the lock. A Lock on a
+// plain connection belongs to one goroutine and needs no turn.
+func (l *Lock) takeTurn(ctx context.Context, try bool) (got bool, err error) {
+	switch {
+	case l.guard == nil:
 		return true, nil
+	case try:
+		return l.turn.TakeUnlessWaiting(ctx)
 	}
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case l.turn <- struct{}{}:
-			return true, nil
-		case <-ctx.Done():
-			return false, ctxErr(ctx)
-		case <-tick.C:
-			l.state.mu.Lock()
-			waiting := l.state.waiting
-			l.state.mu.Unlock()
-			if waiting {
-				return false, nil
-			}
-		}
+	if err := l.turn.Take(ctx); err != nil {
+		return false, err
 	}
+	return true, nil
 }
 
 // setWaiting marks whether the goroutine that has the turn waits for the
 // lock.
 func (l *Lock) setWaiting(on bool) {
-	l.state.mu.Lock()
-	l.state.waiting = on
-	l.state.mu.Unlock()
-}
-
-// giveTurn ends the caller's turn.
-func (l *Lock) giveTurn() {
 	if l.guard != nil {
-		<-l.turn
+		l.turn.SetWaiting(on)
 	}
 }
 
@@ -203,6 +167,13 @@ func (l *Lock) setReleasing(on bool) {
 	l.state.mu.Lock()
 	l.state.releasing = on
 	l.state.mu.Unlock()
+}
+
+// giveTurn ends the caller's turn.
+func (l *Lock) giveTurn() {
+	if l.guard != nil {
+		l.turn.Give()
+	}
 }
 
 // enter takes the session for one operation.

@@ -52,6 +52,9 @@ func (t Tag) String() string {
 		strconv.FormatUint(uint64(t.ObjSubID), 10)
 }
 
+// Distinct returns tags without repeats, in their first order.
+func Distinct(tags []Tag) []Tag { return distinct(tags) }
+
 // distinct returns tags without repeats, in their first order.
 func distinct(tags []Tag) []Tag {
 	out := make([]Tag, 0, len(tags))

@@ -29,6 +29,7 @@ func (l *Lock) takeOrWait(ctx context.Context, op operation, try bool, send []Ta
 		}
 		return ok, r, done, err
 	}
+	l.polls.slot = true
 	wctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	withdraw := gate.Preemptible(func() { cancel(errPreempted) })
@@ -48,6 +49,16 @@ func (l *Lock) takeOrWait(ctx context.Context, op operation, try bool, send []Ta
 	}
 	return ok, r, done, err
 }
+
+// freeSlot gives back the session's wait slot if the acquisition took it.
+func (l *Lock) freeSlot() {
+	if l.polls.slot {
+		l.guard.Gate().FreeSlot(l)
+	}
+}
+
+// Sleep is sleep for the front ends.
+func Sleep(ctx context.Context, d time.Duration) error { return sleep(ctx, d) }
 
 // sleep waits for d, jittered by up to half, or until ctx ends.
 func sleep(ctx context.Context, d time.Duration) error {
