@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/pgalock/alock/internal/core"
 )
 
 // Locker gives a process's goroutines locks that exclude each other as well
@@ -109,28 +110,44 @@ func (lk *Locker) NewExclusive(ids ...ID) *Lock { return lk.newLock(Exclusive, i
 // NewShare returns an unheld Lock in Share mode over ids on the Locker.
 func (lk *Locker) NewShare(ids ...ID) *Lock { return lk.newLock(Share, ids) }
 
-// session returns the least loaded live session, opening one if every
-// session carries something and fewer than MaxSessions are open, and counts
-// one more load on it. done gives the load back.
+// session returns a live session for one more hold and counts the load on
+// it; done gives the load back. It picks the first session (in the order
+// they were opened) on which no Lock waits at the server, so that the
+// uncontended operations of many goroutines share one session and go to
+// the server in large batches, while waits spread over the sessions (one
+// Lock per session waits on the server, the others poll). When every open
+// session has a wait it opens one more, up to MaxSessions, and past that
+// takes the least loaded.
 func (lk *Locker) session(ctx context.Context) (s *lockerSession, done func(), err error) {
 	lk.mu.Lock()
-	if lk.closed {
-		lk.mu.Unlock()
-		return nil, nil, errLockerClosed
-	}
-	lk.dropLost()
-	for _, c := range lk.sessions {
-		if s == nil || c.load < s.load {
-			s = c
+	for s == nil {
+		if lk.closed {
+			lk.mu.Unlock()
+			return nil, nil, errLockerClosed
 		}
-	}
-	if s == nil || (s.load > 0 && len(lk.sessions)+lk.opening < lk.opts.MaxSessions) {
-		if opened, err := lk.open(ctx); err == nil {
-			s = opened
-		} else if s == nil {
+		lk.dropLost()
+		s = lk.pick()
+		if s != nil {
+			break
+		}
+		if len(lk.sessions)+lk.opening < lk.opts.MaxSessions {
+			if s, err = lk.open(ctx); err == nil {
+				break
+			}
+		}
+		if s = lk.leastLoaded(); s != nil {
+			break
+		}
+		if err != nil && lk.opening == 0 {
 			lk.mu.Unlock()
 			return nil, nil, err
 		}
+		// Every session allowed is being opened: wait for one.
+		lk.mu.Unlock()
+		if err := core.Sleep(ctx, 5*time.Millisecond); err != nil {
+			return nil, nil, err
+		}
+		lk.mu.Lock()
 	}
 	s.load++
 	lk.mu.Unlock()
@@ -139,6 +156,28 @@ func (lk *Locker) session(ctx context.Context) (s *lockerSession, done func(), e
 		s.load--
 		lk.mu.Unlock()
 	}, nil
+}
+
+// pick returns the first open session with nobody waiting on the server,
+// nil if there is none; the caller holds lk.mu.
+func (lk *Locker) pick() *lockerSession {
+	for _, c := range lk.sessions {
+		if c.gate.SlotFree() {
+			return c
+		}
+	}
+	return nil
+}
+
+// leastLoaded returns the open session with the least load, nil if none is
+// open; the caller holds lk.mu.
+func (lk *Locker) leastLoaded() (s *lockerSession) {
+	for _, c := range lk.sessions {
+		if s == nil || c.load < s.load {
+			s = c
+		}
+	}
+	return s
 }
 
 // open opens one more session; the caller holds lk.mu, which open releases

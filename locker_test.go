@@ -208,35 +208,55 @@ func TestLockerCancelLeavesTheQueue(t *testing.T) {
 	}
 }
 
-// TestLockerSessionLoss: terminating one session's backend makes exactly
-// the Locks it carried report the loss; later acquisitions use a new
-// session.
+// TestLockerSessionLoss: with holds and waiters on both sessions,
+// terminating one session's backend makes exactly the Locks it carried
+// report the loss; its waiter moves on to a live session and still waits;
+// later acquisitions use a new session.
 func TestLockerSessionLoss(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	ctx := context.Background()
 	lk := newLocker(t, dsn, "alock_locker_loss", &alock.LockerOptions{MaxSessions: 2})
-	var locks []*alock.Lock
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	for k := range 8 { // acquired together, so spread over both sessions
-		wg.Go(func() {
-			l := lk.NewExclusive(alock.Key(int64(k)))
-			if err := l.Acquire(ctx); err != nil {
-				t.Error(err)
-			}
-			mu.Lock()
-			locks = append(locks, l)
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
+	outsider := holdKeys(t, dsn, 100, 101)
 	admin := pgtest.Connect(t, dsn)
+	waitingRows := func() int {
+		_, _, waiting := backends(t, dsn, "alock_locker_loss")
+		return waiting
+	}
+	// Holds go to the first session with nobody waiting on the server: four
+	// holds and a waiter on the first, then four holds and a waiter on the
+	// second, which the first's wait makes the Locker open.
+	var locks []*alock.Lock
+	waited := make(chan error, 2)
+	for s, waitKey := range []int64{100, 101} {
+		for k := range 4 {
+			l := lk.NewExclusive(alock.Key(int64(4*s + k)))
+			if err := l.Acquire(ctx); err != nil {
+				t.Fatal(err)
+			}
+			locks = append(locks, l)
+		}
+		w := lk.NewExclusive(alock.Key(waitKey))
+		go func() {
+			err := w.Acquire(ctx)
+			if err == nil {
+				err = w.Release(ctx)
+			}
+			waited <- err
+		}()
+		pgtest.WaitFor(t, "the waiter to wait on the server", func() bool { return waitingRows() == s+1 })
+	}
 	var victim uint32
-	var carried int
-	if err := admin.QueryRow(ctx, `SELECT l.pid, count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
-		WHERE l.locktype = 'advisory' AND a.application_name = 'alock_locker_loss' GROUP BY l.pid ORDER BY l.pid LIMIT 1`).Scan(&victim, &carried); err != nil {
+	var carried, sessions int
+	if err := admin.QueryRow(ctx, `SELECT min(l.pid), count(*) FILTER (WHERE l.granted AND l.pid = (SELECT min(pid) FROM pg_locks
+			JOIN pg_stat_activity USING (pid) WHERE locktype = 'advisory' AND application_name = 'alock_locker_loss')),
+			count(DISTINCT l.pid)
+		FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+		WHERE l.locktype = 'advisory' AND a.application_name = 'alock_locker_loss'`).Scan(&victim, &carried, &sessions); err != nil {
 		t.Fatal(err)
+	}
+	if sessions != 2 || carried != 4 {
+		t.Fatalf("holds over %d sessions, %d on the first: want 4 holds and a waiter on each of 2", sessions, carried)
 	}
 	terminate(t, dsn, victim)
 	pgtest.WaitFor(t, "the carried Locks to report the loss", func() bool {
@@ -248,7 +268,8 @@ func TestLockerSessionLoss(t *testing.T) {
 		}
 		return n == carried
 	})
-	time.Sleep(100 * time.Millisecond)
+	// The first session's waiter moves on to a live session and still waits.
+	pgtest.WaitFor(t, "both waiters to wait on the server again", func() bool { return waitingRows() == 2 })
 	lost := 0
 	for _, l := range locks {
 		err := l.Release(ctx)
@@ -266,6 +287,14 @@ func TestLockerSessionLoss(t *testing.T) {
 	if lost != carried {
 		t.Fatalf("%d Locks reported the loss, the session carried %d", lost, carried)
 	}
+	if err := outsider.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := <-waited; err != nil {
+			t.Fatalf("a waiter: %v", err)
+		}
+	}
 	for k := range 8 {
 		if err := lk.NewExclusive(alock.Key(int64(k))).Do(ctx, func(context.Context) error { return nil }); err != nil {
 			t.Fatalf("Do after the loss: %v", err)
@@ -273,6 +302,35 @@ func TestLockerSessionLoss(t *testing.T) {
 	}
 	if st := lk.Stat(); st.Losses != int64(carried) || st.Sessions > 2 {
 		t.Fatalf("Stat: %+v", st)
+	}
+}
+
+// TestLockerPacksUncontendedHolds: holds go to one session while nobody
+// waits on the server, so that their operations share its batches.
+func TestLockerPacksUncontendedHolds(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	lk := newLocker(t, dsn, "alock_locker_pack", &alock.LockerOptions{MaxSessions: 4})
+	var wg sync.WaitGroup
+	locks := make([]*alock.Lock, 32)
+	for i := range locks {
+		locks[i] = lk.NewExclusive(alock.Key(int64(i)))
+		wg.Go(func() {
+			if err := locks[i].Acquire(ctx); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	sessions, held, _ := backends(t, dsn, "alock_locker_pack")
+	if sessions != 1 || held != len(locks) {
+		t.Fatalf("%d holds over %d sessions: want %d on one", held, sessions, len(locks))
+	}
+	for _, l := range locks {
+		if err := l.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

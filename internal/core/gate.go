@@ -139,6 +139,14 @@ func (g *Gate) TakeSlot(owner any) bool {
 	return g.slot == owner
 }
 
+// SlotFree reports whether nobody waits on the server (the wait slot is
+// free).
+func (g *Gate) SlotFree() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.slot == nil
+}
+
 // FreeSlot gives back the wait slot if owner has it.
 func (g *Gate) FreeSlot(owner any) {
 	g.mu.Lock()
