@@ -334,6 +334,43 @@ func TestLockerPacksUncontendedHolds(t *testing.T) {
 	}
 }
 
+// TestLockerReopensWithinMaxSessions: when every session is lost, goroutines
+// that come at once open no more than MaxSessions new ones between them.
+func TestLockerReopensWithinMaxSessions(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	lk := newLocker(t, dsn, "alock_locker_reopen", &alock.LockerOptions{MaxSessions: 1})
+	first := lk.NewExclusive(alock.Key(1))
+	if err := first.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var pid uint32
+	if err := pgtest.Connect(t, dsn).QueryRow(ctx,
+		`SELECT pid FROM pg_stat_activity WHERE application_name = 'alock_locker_reopen'`).Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	terminate(t, dsn, pid)
+	<-first.Lost()
+	pgtest.WaitFor(t, "the lost session to be dropped", func() bool { return lk.Stat().Sessions == 0 })
+	var wg sync.WaitGroup
+	for k := range 20 {
+		wg.Go(func() {
+			l := lk.NewExclusive(alock.Key(int64(10 + k)))
+			if err := l.Do(ctx, func(context.Context) error { return nil }); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := lk.Stat().Sessions; n != 1 {
+		t.Fatalf("%d sessions open after the reopening, MaxSessions is 1", n)
+	}
+	if sessions, _, _ := backends(t, dsn, "alock_locker_reopen"); sessions != 1 {
+		t.Fatalf("the server sees %d sessions, MaxSessions is 1", sessions)
+	}
+}
+
 // TestLockerCloseWithWaiters: Close ends every wait with ErrClosed and
 // the server holds nothing afterwards.
 func TestLockerCloseWithWaiters(t *testing.T) {
