@@ -354,3 +354,46 @@ func TestDoDoesNotReturnHolding(t *testing.T) {
 		t.Fatalf("cancelled wait: %v", err)
 	}
 }
+
+// TestSessionBatchLeaderHandsOver: under the load of 1,024 goroutines, the
+// goroutine that leads a session's batches leads a bounded number of them
+// (then hands the leadership over) and returns; every operation completes,
+// and the server holds nothing afterwards. With no bound on the rounds, an
+// operation took 0.9-1.2 s here, against 0.2-0.25 s with it (under -race).
+func TestSessionBatchLeaderHandsOver(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	s := attackSession(t, dsn, nil)
+	ctx := context.Background()
+	const load = 2 * time.Second
+	stop := time.Now().Add(load)
+	var slowest atomic.Int64
+	var cycles atomic.Int64
+	var wg sync.WaitGroup
+	for g := range 1024 {
+		l := s.NewExclusive(alock.Key(int64(g)))
+		wg.Go(func() {
+			for time.Now().Before(stop) {
+				for _, op := range []func(context.Context) error{l.Acquire, l.Release} {
+					start := time.Now()
+					if err := op(ctx); err != nil {
+						t.Error(err)
+						return
+					}
+					if took := int64(time.Since(start)); took > slowest.Load() {
+						slowest.Store(took) // racy maximum: good enough for a bound
+					}
+				}
+				cycles.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("%d cycles, slowest operation %v", cycles.Load(), time.Duration(slowest.Load()))
+	if took := time.Duration(slowest.Load()); took > load/2 {
+		t.Errorf("an operation took %v under a load of %v: its goroutine led batches for others without end", took, load)
+	}
+	if got := locktest.Holds(t, dsn, s.PID()); len(got) != 0 {
+		t.Errorf("pg_locks after every Release: %v", got)
+	}
+}

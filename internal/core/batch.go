@@ -27,38 +27,72 @@ type batchOp struct {
 	first  int   // an unlock's first row
 	ok     bool  // the try got every tag, or the unlock found every tag held
 	err    error
-	done   chan struct{}
+	done   chan struct{} // closed when the op has run, or when lead is set
+	lead   bool          // set by a leader's hand-off: the op's goroutine leads
+
 }
 
 // batchable reports whether l's operations may be batched.
 func (l *Lock) batchable() bool { return l.guard != nil && l.fence == "" && len(l.tags) > 0 }
 
 // batched submits op and waits for its result; the caller has the Lock's
-// turn, so no other operation of l runs meanwhile.
+// turn, so no other operation of l runs meanwhile. The goroutine may be
+// made to lead the session's batches meanwhile (see leadBatches).
 func (l *Lock) batched(op *batchOp) {
 	op.l, op.done = l, make(chan struct{})
 	g := l.guard.Gate()
-	if g.submit(op) {
-		l.leadBatches()
+	lead := g.submit(op)
+	for {
+		if lead {
+			l.leadBatches()
+		}
+		<-op.done
+		if !op.lead {
+			return
+		}
+		// Handed the leadership before op ran: lead, op first.
+		op.lead, op.done = false, make(chan struct{})
+		g.resubmit(op)
+		lead = true
 	}
-	<-op.done
 }
 
-// leadBatches runs batches until none is left to lead.
+// maxLeadRounds bounds the batches one goroutine leads in a row, and so the
+// time its own caller waits for it: then it hands the leadership over.
+const maxLeadRounds = 16
+
+// leadBatches runs the session's batches, one statement each, for as long
+// as operations keep coming: the leader goes on without a hand-over (each
+// costs the next leader's wake-up, while the connection idles). After
+// maxLeadRounds it hands the leadership to the goroutine of the first
+// operation still pending. Between batches it leaves the gate, so other
+// users of the session keep their place.
 func (l *Lock) leadBatches() {
 	g := l.guard.Gate()
-	if err := g.Enter(context.Background()); err != nil {
-		for _, op := range g.takeBatch() {
-			op.err = err
+	for round := 0; ; round++ {
+		if round == maxLeadRounds {
+			g.handOff()
+			return
+		}
+		if err := g.Enter(context.Background()); err != nil {
+			for ops := g.takeBatch(); len(ops) > 0; ops = g.takeBatch() {
+				for _, op := range ops {
+					op.err = err
+					close(op.done)
+				}
+			}
+			return
+		}
+		ops := g.takeBatch()
+		if len(ops) == 0 {
+			l.exit()
+			return
+		}
+		l.runBatch(ops)
+		l.exit()
+		for _, op := range ops {
 			close(op.done)
 		}
-		return
-	}
-	ops := g.takeBatch()
-	l.runBatch(ops)
-	l.exit()
-	for _, op := range ops {
-		close(op.done)
 	}
 }
 

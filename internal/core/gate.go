@@ -209,11 +209,38 @@ func (g *Gate) submit(op *batchOp) (lead bool) {
 	return true
 }
 
-// takeBatch takes the batch; the next submit elects a new leader.
+// takeBatch takes the batch for a leader's round. When there is none the
+// leadership ends, and the next submit elects a new leader.
 func (g *Gate) takeBatch() []*batchOp {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	ops := g.batch
-	g.batch, g.leading = nil, false
+	g.batch = nil
+	if len(ops) == 0 {
+		g.leading = false
+	}
 	return ops
+}
+
+// handOff passes the leadership to the goroutine of the first pending op,
+// which it takes out of the batch and wakes with lead set; with none
+// pending the leadership ends.
+func (g *Gate) handOff() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.batch) == 0 {
+		g.leading = false
+		return
+	}
+	op := g.batch[0]
+	g.batch = g.batch[1:]
+	op.lead = true
+	close(op.done)
+}
+
+// resubmit puts back, first, the op of a goroutine handed the leadership.
+func (g *Gate) resubmit(op *batchOp) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.batch = append([]*batchOp{op}, g.batch...)
 }
