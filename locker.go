@@ -111,19 +111,19 @@ func (lk *Locker) NewExclusive(ids ...ID) *Lock { return lk.newLock(Exclusive, i
 func (lk *Locker) NewShare(ids ...ID) *Lock { return lk.newLock(Share, ids) }
 
 // session returns a live session for one more hold and counts the load on
-// it; done gives the load back. It picks the first session (in the order
+// it (the hold gives it back: see leave). It picks the first session (in the order
 // they were opened) on which no Lock waits at the server, so that the
 // uncontended operations of many goroutines share one session and go to
 // the server in large batches, while waits spread over the sessions (one
 // Lock per session waits on the server, the others poll). When every open
 // session has a wait it opens one more, up to MaxSessions, and past that
 // takes the least loaded.
-func (lk *Locker) session(ctx context.Context) (s *lockerSession, done func(), err error) {
+func (lk *Locker) session(ctx context.Context) (s *lockerSession, err error) {
 	lk.mu.Lock()
 	for s == nil {
 		if lk.closed {
 			lk.mu.Unlock()
-			return nil, nil, errLockerClosed
+			return nil, errLockerClosed
 		}
 		lk.dropLost()
 		s = lk.pick()
@@ -140,22 +140,18 @@ func (lk *Locker) session(ctx context.Context) (s *lockerSession, done func(), e
 		}
 		if err != nil && lk.opening == 0 {
 			lk.mu.Unlock()
-			return nil, nil, err
+			return nil, err
 		}
 		// Every session allowed is being opened: wait for one.
 		lk.mu.Unlock()
 		if err := core.Sleep(ctx, 5*time.Millisecond); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		lk.mu.Lock()
 	}
 	s.load++
 	lk.mu.Unlock()
-	return s, func() {
-		lk.mu.Lock()
-		s.load--
-		lk.mu.Unlock()
-	}, nil
+	return s, nil
 }
 
 // pick returns the first open session with nobody waiting on the server,

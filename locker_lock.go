@@ -36,7 +36,6 @@ type lockerHold struct {
 	req     *tableRequest
 	session *lockerSession
 	core    *core.Lock
-	unload  func()
 }
 
 func (lk *Locker) newLock(m Mode, ids []ID) *Lock {
@@ -171,7 +170,7 @@ func (k *lockerLock) take(ctx context.Context, op string, try bool) (*lockerHold
 // is true, for the caller to try again.
 func (k *lockerLock) takeOnSession(ctx context.Context, op string, try bool, req *tableRequest) (h *lockerHold, ok, retry bool, err error) {
 	h = &lockerHold{req: req}
-	if h.session, h.unload, err = k.lk.session(ctx); err != nil {
+	if h.session, err = k.lk.session(ctx); err != nil {
 		k.leave(h)
 		return nil, false, false, fmt.Errorf("alock: %s %s: %w", op, k.l, err)
 	}
@@ -186,7 +185,9 @@ func (k *lockerLock) takeOnSession(ctx context.Context, op string, try bool, req
 		return h, true, false, nil
 	}
 	if !try && errors.Is(err, ErrLost) && ctx.Err() == nil {
-		h.unload()
+		k.lk.mu.Lock()
+		h.session.load--
+		k.lk.mu.Unlock()
 		return nil, false, true, err
 	}
 	k.leave(h)
@@ -211,12 +212,13 @@ func (k *lockerLock) coreOn(s *lockerSession) *core.Lock {
 	return c
 }
 
-// leave gives back a hold's place in the process and on its session.
+// leave gives back a hold's place in the process and its load on its
+// session.
 func (k *lockerLock) leave(h *lockerHold) {
-	if h.unload != nil {
-		h.unload()
-	}
 	k.lk.mu.Lock()
+	if h.session != nil {
+		h.session.load--
+	}
 	k.lk.table.release(h.req)
 	k.lk.mu.Unlock()
 }

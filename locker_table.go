@@ -38,11 +38,20 @@ func newTable() table { return table{ids: make(map[core.Tag]*tableEntry)} }
 // request queues a request for tags in mode m, and grants it at once if it
 // can be. The caller holds the Locker's mutex.
 func (t *table) request(m Mode, tags []core.Tag) *tableRequest {
-	r := &tableRequest{mode: m, tags: tags, granted: make(chan struct{})}
-	if len(tags) == 0 { // nothing to wait for
-		close(r.granted)
+	r := &tableRequest{mode: m, tags: tags, granted: grantedNow}
+	if t.free(m, tags) { // the usual case: no queue to join
+		for _, tag := range tags {
+			e := t.ids[tag]
+			if e == nil {
+				e = &tableEntry{}
+				t.ids[tag] = e
+			}
+			e.holders++
+			e.exclusive = m == Exclusive
+		}
 		return r
 	}
+	r.granted = make(chan struct{})
 	for _, tag := range tags {
 		e := t.ids[tag]
 		if e == nil {
@@ -53,6 +62,25 @@ func (t *table) request(m Mode, tags []core.Tag) *tableRequest {
 	}
 	t.grant(r)
 	return r
+}
+
+// grantedNow is the granted channel of the requests granted when made.
+var grantedNow = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
+
+// free reports whether a request for tags in mode m can be granted without
+// queueing: nobody waits for any of its ids, and their holders (if any)
+// are compatible.
+func (t *table) free(m Mode, tags []core.Tag) bool {
+	for _, tag := range tags {
+		if e := t.ids[tag]; e != nil && (e.queue.Len() > 0 || e.holders > 0 && (e.exclusive || m == Exclusive)) {
+			return false
+		}
+	}
+	return true
 }
 
 // grantable reports whether r is first in every queue it waits in and
