@@ -29,6 +29,11 @@ import (
 // at once by a waiter that waits on the server, and within 200 ms by one
 // that polls because its session already carries another wait.
 //
+// A new hold goes to the first session on which no Lock waits at the
+// server. So the uncontended operations of many goroutines share one
+// session, where they go to the server together, many in one statement
+// (see Session), while waits spread over the sessions.
+//
 // When a session is lost, every Lock it carried reports it (Lost closes,
 // Release returns an error wrapping ErrLost, Do's ctx ends), and later
 // acquisitions go to a new session; nothing is re-acquired behind the
@@ -61,7 +66,8 @@ type lockerSession struct {
 // *LockerOptions) gives the defaults.
 type LockerOptions struct {
 	// MaxSessions is the most database sessions the Locker opens at once.
-	// Default 2. It opens them as load requires, and replaces lost ones.
+	// Default 2. It opens one more only when a Lock waits at the server on
+	// every open one, and replaces lost ones.
 	MaxSessions int
 	// Session configures every session: keepalive, fencing, logger, tracer.
 	Session SessionOptions

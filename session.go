@@ -26,7 +26,10 @@ import (
 // back), runs, and the wait starts again. One Lock of the Session waits on
 // the server at a time; others that must wait meanwhile retry with
 // try-locks every 5 to 200 ms. Re-entrant Acquires and Releases that only
-// count do not use the connection at all. All Locks of a Session share one
+// count do not use the connection at all. The first try and the last
+// unlock of Locks without fencing that goroutines submit while the
+// connection is busy go to the server together, in one statement, led by
+// one of those goroutines (for at most 16 statements in a row). All Locks of a Session share one
 // database session, so they never block each other: a Session gives mutual
 // exclusion between sessions (processes, machines), not between the
 // goroutines that share it.
