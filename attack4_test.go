@@ -7,12 +7,18 @@ package alock_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/pgalock/alock"
+	"github.com/pgalock/alock/internal/locktest"
 	"github.com/pgalock/alock/internal/pgtest"
 )
 
@@ -108,5 +114,457 @@ func TestAttack4WaiterGetsFreedLockUnderTraffic(t *testing.T) {
 	}
 	if err := w.Release(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// a4Errs collects the unexpected errors of many goroutines.
+type a4Errs struct {
+	mu  sync.Mutex
+	bad []string
+}
+
+func (e *a4Errs) add(format string, args ...any) {
+	e.mu.Lock()
+	if len(e.bad) < 20 {
+		e.bad = append(e.bad, fmt.Sprintf(format, args...))
+	}
+	e.mu.Unlock()
+}
+
+func (e *a4Errs) report(t *testing.T, what string) {
+	t.Helper()
+	for _, b := range e.bad {
+		t.Errorf("%s: %s", what, b)
+	}
+}
+
+// a4Worker is one goroutine's Lock in a Session or Locker churn, and
+// whether the goroutine holds it (counted by the goroutine only).
+type a4Worker struct {
+	l    *alock.Lock
+	held int
+}
+
+// a4Step does one random operation of w: a try, a short Acquire (some
+// with an ended ctx), a Do, or a Release of what w holds. It returns the
+// error of the operation, and what it was.
+func a4Step(ctx context.Context, w *a4Worker) (string, error) {
+	switch op := rand.IntN(10); {
+	case w.held > 0 && op < 5:
+		w.held--
+		return "Release", w.l.Release(ctx)
+	case op < 3:
+		ok, err := w.l.TryAcquire(ctx)
+		if ok {
+			w.held++
+		}
+		return "TryAcquire", err
+	case op < 6:
+		d := time.Duration(rand.IntN(20000)) * time.Microsecond
+		if op == 5 {
+			d = 0 // an ended ctx: nothing must be taken
+		}
+		actx, cancel := context.WithTimeout(ctx, d)
+		err := w.l.Acquire(actx)
+		cancel()
+		if err == nil {
+			w.held++
+		}
+		return "Acquire", err
+	default:
+		dctx, cancel := context.WithTimeout(ctx, time.Duration(1+rand.IntN(20))*time.Millisecond)
+		defer cancel()
+		return "Do", w.l.Do(dctx, func(context.Context) error { return nil })
+	}
+}
+
+// a4Churn runs one goroutine per worker doing a4Step until stop closes or
+// ends returns true for an error; every operation must return within 10 s.
+// bad collects the errors accept refuses.
+func a4Churn(t *testing.T, workers []*a4Worker, stop <-chan struct{}, accept func(what string, err error) bool, bad *a4Errs) (wait func() bool) {
+	var wg sync.WaitGroup
+	for _, w := range workers {
+		wg.Go(func() {
+			ctx := context.Background()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				start := time.Now()
+				what, err := a4Step(ctx, w)
+				if took := time.Since(start); took > 10*time.Second {
+					bad.add("%s %v took %v", what, w.l, took)
+				}
+				if err != nil && !errors.Is(err, context.DeadlineExceeded) && !accept(what, err) {
+					bad.add("%s %v: %v", what, w.l, err)
+				}
+			}
+		})
+	}
+	return func() bool { return within(t, 20*time.Second, "the churn", wg.Wait) }
+}
+
+// a4Expect renders what the held workers' Locks hold (distinct id/mode).
+func a4Expect(workers []*a4Worker) []string {
+	set := map[string]bool{}
+	for _, w := range workers {
+		if w.held > 0 {
+			for _, id := range w.l.IDs() {
+				set[hold(id, w.l.Mode())] = true
+			}
+		}
+	}
+	var out []string
+	for h := range set {
+		out = append(out, h)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestAttack4SessionBatchesEndOnCloseOrLoss: 192 goroutines churn a
+// Session's Locks (overlapping keys, both modes, tries, short and ended
+// ctxs, Do), so that batch leaders lead their 16 rounds and hand over;
+// then, while they go on, the Session is closed (ctx 0, 1 ms or 3 s) or
+// its backend terminated. At a quiescent point before, pg_locks shows
+// exactly what the Locks say they hold; after the end every operation has
+// returned, with ErrClosed or ErrLost only, and no Lock is Locked.
+func TestAttack4SessionBatchesEndOnCloseOrLoss(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	holdKeys(t, dsn, 7) // Locks on Key(7) wait or fail their tries
+	for round := range 6 {
+		s, err := alock.Open(ctx, dsn, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var workers []*a4Worker
+		for g := range 192 {
+			newLock := s.NewExclusive
+			if g%3 == 0 {
+				newLock = s.NewShare
+			}
+			workers = append(workers, &a4Worker{l: newLock(alock.Key(int64(g % 64)))})
+		}
+		var bad a4Errs
+		stop := make(chan struct{})
+		wait := a4Churn(t, workers, stop, func(string, error) bool { return false }, &bad)
+		time.Sleep(time.Duration(100+rand.IntN(200)) * time.Millisecond)
+		close(stop)
+		if !wait() {
+			t.FailNow()
+		}
+		bad.report(t, fmt.Sprintf("round %d, before the end", round))
+		for _, w := range workers {
+			if w.l.Locked() != (w.held > 0) {
+				t.Fatalf("round %d: %v Locked %v, held %d times", round, w.l, w.l.Locked(), w.held)
+			}
+		}
+		if got, want := locktest.Holds(t, dsn, s.PID()), a4Expect(workers); !slices.Equal(got, want) {
+			t.Fatalf("round %d: pg_locks %v, the Locks hold %v", round, got, want)
+		}
+		// Again, and end the session meanwhile.
+		closing := round%2 == 0
+		stop = make(chan struct{})
+		bad = a4Errs{}
+		wait = a4Churn(t, workers, stop, func(what string, err error) bool {
+			if closing {
+				return errors.Is(err, alock.ErrClosed) || (what == "Release" && errors.Is(err, alock.ErrLost))
+			}
+			return errors.Is(err, alock.ErrLost)
+		}, &bad)
+		time.Sleep(time.Duration(50+rand.IntN(200)) * time.Millisecond)
+		if closing {
+			cctx, cancel := context.WithTimeout(ctx, []time.Duration{0, time.Millisecond, 3 * time.Second}[round/2%3])
+			if !within(t, 10*time.Second, "Close", func() { _ = s.Close(cctx) }) {
+				t.FailNow()
+			}
+			cancel()
+		} else {
+			terminate(t, dsn, s.PID())
+			select {
+			case <-s.Done():
+			case <-time.After(5 * time.Second):
+				t.Fatalf("round %d: Done not closed 5 s after the termination", round)
+			}
+		}
+		time.Sleep(50 * time.Millisecond) // operations after the end
+		close(stop)
+		if !wait() {
+			t.FailNow()
+		}
+		bad.report(t, fmt.Sprintf("round %d (closing %v)", round, closing))
+		if err := s.Err(); closing != errors.Is(err, alock.ErrClosed) || closing == errors.Is(err, alock.ErrLost) {
+			t.Errorf("round %d (closing %v): Err %v", round, closing, err)
+		}
+		for _, w := range workers {
+			if w.l.Locked() {
+				t.Errorf("round %d: %v Locked after the session ended", round, w.l)
+			}
+		}
+		if got := locktest.Holds(t, dsn, s.PID()); len(got) != 0 {
+			t.Errorf("round %d: pg_locks of the ended session: %v", round, got)
+		}
+		_ = s.Close(ctx)
+	}
+}
+
+// a4Inside is an in-process check that conflicting holders of one key are
+// never inside at once.
+type a4Inside struct {
+	mu      sync.Mutex
+	ex, sh  map[int64]int
+	clashes atomic.Int64
+	most    atomic.Int64 // most shares inside at once
+}
+
+func newA4Inside() *a4Inside { return &a4Inside{ex: map[int64]int{}, sh: map[int64]int{}} }
+
+func (c *a4Inside) enter(k int64, share bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ex[k] > 0 || (!share && c.sh[k] > 0) {
+		c.clashes.Add(1)
+	}
+	if share {
+		c.sh[k]++
+		if n := int64(c.sh[k]); n > c.most.Load() {
+			c.most.Store(n)
+		}
+	} else {
+		c.ex[k]++
+	}
+}
+
+func (c *a4Inside) leave(k int64, share bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if share {
+		c.sh[k]--
+	} else {
+		c.ex[k]--
+	}
+}
+
+// a4MaxBackends samples the backends with application_name app every 10 ms
+// until stop closes; most reports the largest count seen.
+func a4MaxBackends(t *testing.T, dsn, app string, stop <-chan struct{}) (most func() int) {
+	var n atomic.Int32
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		admin := pgtest.Connect(t, dsn)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			var c int32
+			if err := admin.QueryRow(context.Background(),
+				`SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`, app).Scan(&c); err != nil {
+				t.Error(err)
+				return
+			}
+			if c > n.Load() {
+				n.Store(c)
+			}
+		}
+	})
+	return func() int { wg.Wait(); return int(n.Load()) }
+}
+
+// a4Pids returns the backends with application_name app.
+func a4Pids(t *testing.T, dsn, app string) []uint32 {
+	t.Helper()
+	rows, err := pgtest.Connect(t, dsn).Query(context.Background(), `SELECT pid FROM pg_stat_activity WHERE application_name = $1`, app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[uint32])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pids
+}
+
+// TestAttack4LockerChurnWithLosses: 1,000 goroutines on a Locker with
+// MaxSessions 3 over 48 keys in both modes (Do with an in-process
+// exclusion check, short Acquires, tries), while another connection takes
+// and frees 4 of the keys (so that Locks wait on the server, on every
+// session) and the Locker's backends are terminated one at a time every
+// 100-250 ms. Conflicting holders are never inside at once; the server
+// never sees more than 3 sessions; every operation returns, failing only
+// with ErrLost or its deadline; at quiescence pg_locks shows exactly what
+// the Locks hold, and Stat agrees.
+func TestAttack4LockerChurnWithLosses(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	const app, maxSessions = "a4_lk_churn", 3
+	lk := newLocker(t, dsn, app, &alock.LockerOptions{MaxSessions: maxSessions})
+	inside := newA4Inside()
+	stop := make(chan struct{})
+	most := a4MaxBackends(t, dsn, app, stop)
+	var bg sync.WaitGroup
+	bg.Go(func() { // another process takes and frees keys 396..399
+		c := pgtest.Connect(t, dsn)
+		for {
+			for k := 396; k < 400; k++ {
+				if _, err := c.Exec(ctx, "SELECT pg_advisory_lock($1)", int64(k)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+			select {
+			case <-stop:
+				_, _ = c.Exec(ctx, "SELECT pg_advisory_unlock_all()")
+				return
+			case <-time.After(time.Duration(20+rand.IntN(80)) * time.Millisecond):
+			}
+			if _, err := c.Exec(ctx, "SELECT pg_advisory_unlock_all()"); err != nil {
+				t.Error(err)
+				return
+			}
+			time.Sleep(time.Duration(rand.IntN(30)) * time.Millisecond)
+		}
+	})
+	var kills atomic.Int32
+	bg.Go(func() { // terminate one backend of the Locker at a time
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Duration(100+rand.IntN(150)) * time.Millisecond):
+			}
+			if pids := a4Pids(t, dsn, app); len(pids) > 0 {
+				terminate(t, dsn, pids[rand.IntN(len(pids))])
+				kills.Add(1)
+			}
+		}
+	})
+	var bad a4Errs
+	var ops, lost atomic.Int64
+	type holding struct {
+		l     *alock.Lock
+		k     int64
+		share bool
+	}
+	var mu sync.Mutex
+	var kept []holding // held at the end
+	deadline := time.Now().Add(2 * time.Second)
+	var wg sync.WaitGroup
+	for g := range 1000 {
+		wg.Go(func() {
+			var mine []holding
+			for time.Now().Before(deadline) {
+				h := holding{k: int64(rand.IntN(400)), share: rand.IntN(3) == 0}
+				h.l = lk.NewExclusive(alock.Key(h.k))
+				if h.share {
+					h.l = lk.NewShare(alock.Key(h.k))
+				}
+				start := time.Now()
+				var what string
+				var err error
+				switch op := rand.IntN(10); {
+				case len(mine) > 0 && op < 4:
+					what = "Release"
+					r := mine[len(mine)-1]
+					mine = mine[:len(mine)-1]
+					inside.leave(r.k, r.share)
+					err = r.l.Release(ctx)
+				case op < 7 || g%4 == 0:
+					what = "Do"
+					dctx, cancel := context.WithTimeout(ctx, time.Duration(20+rand.IntN(200))*time.Millisecond)
+					err = h.l.Do(dctx, func(context.Context) error {
+						inside.enter(h.k, h.share)
+						time.Sleep(time.Duration(rand.IntN(2000)) * time.Microsecond)
+						inside.leave(h.k, h.share)
+						return nil
+					})
+					cancel()
+				case op < 9:
+					what = "Acquire"
+					actx, cancel := context.WithTimeout(ctx, time.Duration(rand.IntN(100))*time.Millisecond)
+					err = h.l.Acquire(actx)
+					cancel()
+					if err == nil {
+						inside.enter(h.k, h.share)
+						mine = append(mine, h)
+					}
+				default:
+					what = "TryAcquire"
+					var ok bool
+					ok, err = h.l.TryAcquire(ctx)
+					if ok {
+						inside.enter(h.k, h.share)
+						mine = append(mine, h)
+					}
+				}
+				ops.Add(1)
+				if took := time.Since(start); took > 10*time.Second {
+					bad.add("%s took %v", what, took)
+				}
+				switch {
+				case err == nil, errors.Is(err, context.DeadlineExceeded):
+				case errors.Is(err, alock.ErrLost):
+					lost.Add(1)
+				default:
+					bad.add("%s %v: %v", what, h.l, err)
+				}
+			}
+			mu.Lock()
+			kept = append(kept, mine...)
+			mu.Unlock()
+		})
+	}
+	if !within(t, 30*time.Second, "the goroutines", wg.Wait) {
+		t.FailNow()
+	}
+	close(stop)
+	bg.Wait()
+	seen := most()
+	bad.report(t, "churn")
+	t.Logf("%d operations, %d ErrLost, %d backends terminated, at most %d sessions seen, at most %d shares inside at once; %d held at the end",
+		ops.Load(), lost.Load(), kills.Load(), seen, inside.most.Load(), len(kept))
+	if n := inside.clashes.Load(); n != 0 {
+		t.Errorf("%d times conflicting holders were inside at once", n)
+	}
+	if seen > maxSessions {
+		t.Errorf("the server saw %d sessions, MaxSessions is %d", seen, maxSessions)
+	}
+	// Quiescence: lost holds are given back; the rest must be on the server.
+	var live []holding
+	for _, h := range kept {
+		if h.l.Locked() {
+			live = append(live, h)
+		} else if err := h.l.Release(ctx); !errors.Is(err, alock.ErrLost) {
+			t.Errorf("Release of a lost %v: %v", h.l, err)
+		}
+	}
+	set := map[string]bool{}
+	for _, h := range live {
+		set[hold(alock.Key(h.k), h.l.Mode())] = true
+	}
+	var want []string
+	for h := range set {
+		want = append(want, h)
+	}
+	slices.Sort(want)
+	if got, waiting := a2Granted(t, dsn, app); !slices.Equal(got, want) || waiting != 0 {
+		t.Errorf("pg_locks at quiescence: %v (%d waiting); the Locks hold %v", got, waiting, want)
+	}
+	if st := lk.Stat(); st.Held != len(live) || st.Waiting != 0 || st.Sessions > maxSessions {
+		t.Errorf("Stat at quiescence: %+v, %d held", st, len(live))
+	}
+	for _, h := range live {
+		if err := h.l.Release(ctx); err != nil {
+			t.Errorf("Release %v: %v", h.l, err)
+		}
+	}
+	if got, waiting := a2Granted(t, dsn, app); len(got)+waiting != 0 {
+		t.Errorf("pg_locks after every Release: %v (%d waiting)", got, waiting)
 	}
 }
