@@ -568,3 +568,60 @@ func TestAttack4LockerChurnWithLosses(t *testing.T) {
 		t.Errorf("pg_locks after every Release: %v (%d waiting)", got, waiting)
 	}
 }
+
+// TestAttack4LockerTryMovesOnAfterLoss: a Locker replaces a lost session,
+// and an Acquire whose session is lost before it holds anything moves on
+// to another one. So must a TryAcquire ("failures are handled as for
+// Acquire"): one whose chosen session is lost before it got anything held
+// nothing, and an ErrLost would say a hold was lost. 64 goroutines try
+// free ids while the Locker's one backend is terminated 4 times; every try
+// must succeed (was: 30-60 per termination failed with ErrLost).
+func TestAttack4LockerTryMovesOnAfterLoss(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	const app = "a4_try_loss"
+	lk := newLocker(t, dsn, app, &alock.LockerOptions{MaxSessions: 1})
+	stop := make(chan struct{})
+	var bad a4Errs
+	var tries, failed atomic.Int64
+	var wg sync.WaitGroup
+	for g := range 64 {
+		wg.Go(func() {
+			l := lk.NewExclusive(alock.Key(int64(g)))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				tries.Add(1)
+				ok, err := l.TryAcquire(ctx)
+				if err != nil || !ok {
+					failed.Add(1)
+					bad.add("TryAcquire of a free id: %v, %v", ok, err)
+					continue
+				}
+				if err := l.Release(ctx); err != nil && !errors.Is(err, alock.ErrLost) {
+					bad.add("Release: %v", err)
+				}
+			}
+		})
+	}
+	for range 4 {
+		time.Sleep(150 * time.Millisecond)
+		for _, pid := range a4Pids(t, dsn, app) {
+			terminate(t, dsn, pid)
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	close(stop)
+	if !within(t, 10*time.Second, "the goroutines", wg.Wait) {
+		t.FailNow()
+	}
+	t.Logf("%d tries, %d failed", tries.Load(), failed.Load())
+	bad.report(t, "4 terminations")
+	if sessions, held, waiting := backends(t, dsn, app); sessions != 1 || held+waiting != 0 {
+		t.Errorf("at the end: %d sessions, %d held, %d waiting", sessions, held, waiting)
+	}
+}
