@@ -665,3 +665,62 @@ func TestAttack4WaiterDoesNotStarveBatches(t *testing.T) {
 		t.Errorf("a waiter cut the session's rate from %.0f to %.0f operations/s", alone, withWaiter)
 	}
 }
+
+// TestAttack4LockerCloseRacesOpening: Close comes while the Locker opens
+// sessions for waiters that fill every session's wait slot and for 500
+// goroutines' Do on free ids. Every operation returns (nil, or ErrClosed),
+// no backend of the Locker is left on the server, a session opened after
+// Close is closed, and Stat is back to zero.
+func TestAttack4LockerCloseRacesOpening(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	holdKeys(t, dsn, 1, 2, 3, 4)
+	for round := range 5 {
+		app := fmt.Sprintf("a4_close_opening_%d", round)
+		lk, err := alock.NewLocker(ctx, withParam(dsn, "application_name", app), &alock.LockerOptions{MaxSessions: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var bad a4Errs
+		var wg sync.WaitGroup
+		var did, closedErrs atomic.Int64
+		for g := range 504 {
+			wg.Go(func() {
+				k := int64(100 + g)
+				if g < 4 {
+					k = int64(1 + g) // held elsewhere: waits
+				}
+				err := lk.NewExclusive(alock.Key(k)).Do(ctx, func(context.Context) error { return nil })
+				switch {
+				case err == nil:
+					did.Add(1)
+				case errors.Is(err, alock.ErrClosed):
+					closedErrs.Add(1)
+				default:
+					bad.add("Do Key(%d): %v", k, err)
+				}
+			})
+		}
+		time.Sleep(time.Duration(rand.IntN(40)) * time.Millisecond)
+		if !within(t, 10*time.Second, "Close", func() {
+			if err := lk.Close(ctx); err != nil {
+				bad.add("Close: %v", err)
+			}
+		}) {
+			t.FailNow()
+		}
+		if !within(t, 10*time.Second, "the goroutines after Close", wg.Wait) {
+			t.FailNow()
+		}
+		bad.report(t, fmt.Sprintf("round %d", round))
+		if did.Load()+closedErrs.Load() != 504 || did.Load() > 500 {
+			t.Errorf("round %d: %d done, %d ErrClosed", round, did.Load(), closedErrs.Load())
+		}
+		pgtest.WaitFor(t, "no backend of the closed Locker", func() bool { return a2Sessions(t, dsn, app) == 0 })
+		if st := lk.Stat(); st.Sessions != 0 || st.Held != 0 || st.Waiting != 0 {
+			t.Errorf("round %d: Stat after Close: %+v", round, st)
+		}
+		t.Logf("round %d: %d done before Close, %d ErrClosed", round, did.Load(), closedErrs.Load())
+	}
+}
