@@ -724,3 +724,102 @@ func TestAttack4LockerCloseRacesOpening(t *testing.T) {
 		t.Logf("round %d: %d done before Close, %d ErrClosed", round, did.Load(), closedErrs.Load())
 	}
 }
+
+// TestAttack4LockerWaitsOnEverySession: with a waiter on each of the
+// Locker's MaxSessions sessions (their wait slots taken), 200 goroutines'
+// Do on free ids go to the least loaded session: each is quick, no session
+// more is opened, and once the ids are freed the waiters get them while
+// the traffic goes on.
+func TestAttack4LockerWaitsOnEverySession(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	const app = "a4_waits_everywhere"
+	other := holdKeys(t, dsn, 1, 2)
+	lk := newLocker(t, dsn, app, &alock.LockerOptions{MaxSessions: 2})
+	admin := pgtest.Connect(t, dsn)
+	count := func() (sessions, waiting int) {
+		if err := admin.QueryRow(ctx, `SELECT count(DISTINCT a.pid), count(*) FILTER (WHERE l.locktype = 'advisory' AND NOT l.granted)
+			FROM pg_stat_activity a LEFT JOIN pg_locks l USING (pid) WHERE a.application_name = $1`, app).Scan(&sessions, &waiting); err != nil {
+			t.Fatal(err)
+		}
+		return sessions, waiting
+	}
+	// One after the other: the second finds the first session's slot taken
+	// and goes to a second session.
+	waited := make(chan error, 2)
+	for k := range 2 {
+		go func() {
+			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			l := lk.NewExclusive(alock.Key(int64(1 + k)))
+			err := l.Acquire(wctx)
+			if err == nil {
+				err = l.Release(ctx)
+			}
+			waited <- err
+		}()
+		pgtest.WaitFor(t, "the waiter on the server", func() bool {
+			sessions, waiting := count()
+			return sessions == k+1 && waiting == k+1
+		})
+	}
+	stop := make(chan struct{})
+	most := a4MaxBackends(t, dsn, app, stop)
+	var slowest atomic.Int64
+	var ops atomic.Int64
+	var wg sync.WaitGroup
+	for g := range 200 {
+		wg.Go(func() {
+			l := lk.NewExclusive(alock.Key(int64(100 + g)))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				start := time.Now()
+				if err := l.Do(ctx, func(context.Context) error { return nil }); err != nil {
+					t.Errorf("Do %v: %v", l, err)
+					return
+				}
+				if took := int64(time.Since(start)); took > slowest.Load() {
+					slowest.Store(took) // racy maximum: good enough for a bound
+				}
+				ops.Add(1)
+			}
+		})
+	}
+	time.Sleep(500 * time.Millisecond)
+	if _, err := other.Exec(ctx, "SELECT pg_advisory_unlock_all()"); err != nil {
+		t.Fatal(err)
+	}
+	freed := time.Now()
+	for range 2 {
+		select {
+		case err := <-waited:
+			if err != nil {
+				t.Errorf("a waiter: %v", err)
+			}
+		case <-time.After(2 * time.Second):
+			t.Errorf("a waiter has not got its freed id within 2 s, under traffic")
+		}
+	}
+	took := time.Since(freed)
+	close(stop)
+	if !within(t, 10*time.Second, "the traffic", wg.Wait) {
+		t.FailNow()
+	}
+	seen := most()
+	t.Logf("%d Do; slowest %v; waiters done %v after the unlock; at most %d sessions",
+		ops.Load(), time.Duration(slowest.Load()), took, seen)
+	if seen > 2 {
+		t.Errorf("the server saw %d sessions, MaxSessions is 2", seen)
+	}
+	if d := time.Duration(slowest.Load()); d > 2*time.Second {
+		t.Errorf("a Do on a free id took %v while both sessions had a waiter", d)
+	}
+	if st := lk.Stat(); st.Held != 0 || st.Waiting != 0 {
+		t.Errorf("Stat at the end: %+v", st)
+	}
+}
