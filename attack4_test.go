@@ -376,18 +376,76 @@ func a4MaxBackends(t *testing.T, dsn, app string, stop <-chan struct{}) (most fu
 	return func() int { wg.Wait(); return int(n.Load()) }
 }
 
-// a4Pids returns the backends with application_name app.
-func a4Pids(t *testing.T, dsn, app string) []uint32 {
-	t.Helper()
-	rows, err := pgtest.Connect(t, dsn).Query(context.Background(), `SELECT pid FROM pg_stat_activity WHERE application_name = $1`, app)
+// a4Admin is one connection that watches and terminates the backends of
+// an application_name (the helpers that connect per call would pile up
+// connections until the test ends). One goroutine at a time uses it.
+type a4Admin struct {
+	t *testing.T
+	c *pgx.Conn
+}
+
+func newA4Admin(t *testing.T, dsn string) *a4Admin { return &a4Admin{t, pgtest.Connect(t, dsn)} }
+
+// pids returns the backends with application_name app.
+func (a *a4Admin) pids(app string) []uint32 {
+	rows, err := a.c.Query(context.Background(), `SELECT pid FROM pg_stat_activity WHERE application_name = $1`, app)
 	if err != nil {
-		t.Fatal(err)
+		a.t.Error(err)
+		return nil
 	}
 	pids, err := pgx.CollectRows(rows, pgx.RowTo[uint32])
 	if err != nil {
-		t.Fatal(err)
+		a.t.Error(err)
 	}
 	return pids
+}
+
+// kill terminates backend pid.
+func (a *a4Admin) kill(pid uint32) {
+	if _, err := a.c.Exec(context.Background(), "SELECT pg_terminate_backend($1)", pid); err != nil {
+		a.t.Error(err)
+	}
+}
+
+// granted returns the distinct advisory locks granted to the backends with
+// application_name app (rendered as hold renders them), and how many rows
+// wait.
+func (a *a4Admin) granted(app string) (granted []string, waiting int) {
+	rows, err := a.c.Query(context.Background(), `SELECT l.classid::int8, l.objid::int8, l.objsubid::int4, l.mode, l.granted
+		FROM pg_locks l JOIN pg_stat_activity s USING (pid)
+		WHERE l.locktype = 'advisory' AND s.application_name = $1
+		AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())`, app)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	set := map[string]bool{}
+	var classid, objid int64
+	var objsubid int32
+	var mode string
+	var ok bool
+	if _, err := pgx.ForEachRow(rows, []any{&classid, &objid, &objsubid, &mode, &ok}, func() error {
+		if !ok {
+			waiting++
+			return nil
+		}
+		id, valid := alock.FromLockTag(uint32(classid), uint32(objid), uint16(objsubid))
+		if !valid {
+			return fmt.Errorf("unexpected lock tag %d:%d:%d", classid, objid, objsubid)
+		}
+		m := alock.Exclusive
+		if mode == "ShareLock" {
+			m = alock.Share
+		}
+		set[hold(id, m)] = true
+		return nil
+	}); err != nil {
+		a.t.Fatal(err)
+	}
+	for h := range set {
+		granted = append(granted, h)
+	}
+	slices.Sort(granted)
+	return granted, waiting
 }
 
 // TestAttack4LockerChurnWithLosses: 1,000 goroutines on a Locker with
@@ -432,6 +490,7 @@ func TestAttack4LockerChurnWithLosses(t *testing.T) {
 		}
 	})
 	var kills atomic.Int32
+	admin := newA4Admin(t, dsn)
 	bg.Go(func() { // terminate one backend of the Locker at a time
 		for {
 			select {
@@ -439,8 +498,8 @@ func TestAttack4LockerChurnWithLosses(t *testing.T) {
 				return
 			case <-time.After(time.Duration(100+rand.IntN(150)) * time.Millisecond):
 			}
-			if pids := a4Pids(t, dsn, app); len(pids) > 0 {
-				terminate(t, dsn, pids[rand.IntN(len(pids))])
+			if pids := admin.pids(app); len(pids) > 0 {
+				admin.kill(pids[rand.IntN(len(pids))])
 				kills.Add(1)
 			}
 		}
@@ -553,7 +612,7 @@ func TestAttack4LockerChurnWithLosses(t *testing.T) {
 		want = append(want, h)
 	}
 	slices.Sort(want)
-	if got, waiting := a2Granted(t, dsn, app); !slices.Equal(got, want) || waiting != 0 {
+	if got, waiting := admin.granted(app); !slices.Equal(got, want) || waiting != 0 {
 		t.Errorf("pg_locks at quiescence: %v (%d waiting); the Locks hold %v", got, waiting, want)
 	}
 	if st := lk.Stat(); st.Held != len(live) || st.Waiting != 0 || st.Sessions > maxSessions {
@@ -564,7 +623,7 @@ func TestAttack4LockerChurnWithLosses(t *testing.T) {
 			t.Errorf("Release %v: %v", h.l, err)
 		}
 	}
-	if got, waiting := a2Granted(t, dsn, app); len(got)+waiting != 0 {
+	if got, waiting := admin.granted(app); len(got)+waiting != 0 {
 		t.Errorf("pg_locks after every Release: %v (%d waiting)", got, waiting)
 	}
 }
@@ -582,6 +641,7 @@ func TestAttack4LockerTryMovesOnAfterLoss(t *testing.T) {
 	ctx := context.Background()
 	const app = "a4_try_loss"
 	lk := newLocker(t, dsn, app, &alock.LockerOptions{MaxSessions: 1})
+	admin := newA4Admin(t, dsn)
 	stop := make(chan struct{})
 	var bad a4Errs
 	var tries, failed atomic.Int64
@@ -610,8 +670,8 @@ func TestAttack4LockerTryMovesOnAfterLoss(t *testing.T) {
 	}
 	for range 4 {
 		time.Sleep(150 * time.Millisecond)
-		for _, pid := range a4Pids(t, dsn, app) {
-			terminate(t, dsn, pid)
+		for _, pid := range admin.pids(app) {
+			admin.kill(pid)
 		}
 	}
 	time.Sleep(100 * time.Millisecond)
@@ -821,5 +881,131 @@ func TestAttack4LockerWaitsOnEverySession(t *testing.T) {
 	}
 	if st := lk.Stat(); st.Held != 0 || st.Waiting != 0 {
 		t.Errorf("Stat at the end: %+v", st)
+	}
+}
+
+// TestAttack4LockerStepsMatchServer: 96 goroutines, one Lock each (both
+// modes, single and multi-id over 24 keys) on a Locker with MaxSessions 3,
+// take one random step at a time together (Acquire with a short ctx,
+// TryAcquire, Release); at three steps one of the Locker's backends is
+// terminated meanwhile. After every step the server's granted advisory
+// locks are exactly those of the Locks that say they hold (Locked), once
+// the losses are noticed; and Locked implies the goroutine's count.
+func TestAttack4LockerStepsMatchServer(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	const app = "a4_steps"
+	lk := newLocker(t, dsn, app, &alock.LockerOptions{MaxSessions: 3})
+	admin := newA4Admin(t, dsn)
+	type worker struct {
+		l    *alock.Lock
+		held int
+	}
+	var workers []*worker
+	for g := range 96 {
+		ids := []alock.ID{alock.Key(int64(g % 24))}
+		if g%5 == 0 {
+			ids = append(ids, alock.Key(int64((g+7)%24)))
+		}
+		l := lk.NewExclusive(ids...)
+		if g%3 == 0 {
+			l = lk.NewShare(ids...)
+		}
+		workers = append(workers, &worker{l: l})
+	}
+	want := func() []string {
+		set := map[string]bool{}
+		for _, w := range workers {
+			if w.l.Locked() {
+				for _, id := range w.l.IDs() {
+					set[hold(id, w.l.Mode())] = true
+				}
+			}
+		}
+		var out []string
+		for h := range set {
+			out = append(out, h)
+		}
+		slices.Sort(out)
+		return out
+	}
+	var bad a4Errs
+	var lost int
+	for step := range 30 {
+		var wg sync.WaitGroup
+		for _, w := range workers {
+			wg.Go(func() {
+				var what string
+				var err error
+				switch op := rand.IntN(3); {
+				case w.held > 0 && op == 0:
+					what, err = "Release", w.l.Release(ctx)
+					w.held--
+				case op == 1:
+					what = "TryAcquire"
+					var ok bool
+					if ok, err = w.l.TryAcquire(ctx); ok {
+						w.held++
+					}
+				default:
+					what = "Acquire"
+					actx, cancel := context.WithTimeout(ctx, time.Duration(rand.IntN(30))*time.Millisecond)
+					if err = w.l.Acquire(actx); err == nil {
+						w.held++
+					}
+					cancel()
+				}
+				if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, alock.ErrLost) {
+					bad.add("step %d: %s %v: %v", step, what, w.l, err)
+				}
+			})
+		}
+		if step%10 == 5 {
+			if pids := admin.pids(app); len(pids) > 0 {
+				time.Sleep(time.Duration(rand.IntN(10)) * time.Millisecond)
+				admin.kill(pids[rand.IntN(len(pids))])
+			}
+		}
+		if !within(t, 10*time.Second, fmt.Sprintf("step %d", step), wg.Wait) {
+			t.FailNow()
+		}
+		for _, w := range workers {
+			if w.l.Locked() && w.held == 0 {
+				t.Fatalf("step %d: %v Locked, but its goroutine holds nothing", step, w.l)
+			}
+			if !w.l.Locked() && w.held > 0 {
+				lost++ // lost: given back, as its Release reports
+				for ; w.held > 0; w.held-- {
+					if err := w.l.Release(ctx); !errors.Is(err, alock.ErrLost) {
+						t.Errorf("step %d: Release of a lost %v: %v", step, w.l, err)
+					}
+				}
+			}
+		}
+		var got []string
+		deadline := time.Now().Add(3 * time.Second)
+		for {
+			got, _ = admin.granted(app)
+			if slices.Equal(got, want()) || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if w := want(); !slices.Equal(got, w) {
+			t.Fatalf("step %d: pg_locks %v; the Locks hold %v", step, got, w)
+		}
+	}
+	bad.report(t, "steps")
+	t.Logf("%d holds found lost", lost)
+	for _, w := range workers {
+		for ; w.held > 0; w.held-- {
+			if err := w.l.Release(ctx); err != nil && !errors.Is(err, alock.ErrLost) {
+				t.Errorf("Release %v: %v", w.l, err)
+			}
+		}
+	}
+	if got, waiting := admin.granted(app); len(got)+waiting != 0 {
+		t.Errorf("pg_locks at the end: %v (%d waiting)", got, waiting)
 	}
 }
