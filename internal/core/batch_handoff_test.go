@@ -97,7 +97,7 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 // each of its maxLeadRounds rounds and then hands over. atHandOff, if set,
 // runs at the end of the last round, after its ops are pending. It returns
 // the results of every try, in the order submitted (the leader's first).
-func handOffRun(t *testing.T, more func(round int64) int, atHandOff func(g *roundGuard)) ([]error, *roundGuard, *grantConn) {
+func handOffRun(t *testing.T, more func(round int64) int, atHandOff func(g *roundGuard, c *grantConn)) ([]error, *roundGuard, *grantConn) {
 	t.Helper()
 	c := &grantConn{}
 	g := &roundGuard{}
@@ -133,7 +133,7 @@ func handOffRun(t *testing.T, more func(round int64) int, atHandOff func(g *roun
 			waitUntil(t, "the op pending", func() bool { return g.gate.pending() == want })
 		}
 		if n == maxLeadRounds && atHandOff != nil {
-			atHandOff(g)
+			atHandOff(g, c)
 		}
 	}
 	try(0)
@@ -206,7 +206,7 @@ func TestBatchHandOffThenShut(t *testing.T) {
 			return 2
 		}
 		return 1
-	}, func(g *roundGuard) {
+	}, func(g *roundGuard, _ *grantConn) {
 		shutDone = make(chan bool, 1)
 		go func() { shutDone <- g.gate.Shut(context.Background(), shut) }()
 		waitUntil(t, "the gate shut", func() bool {
@@ -233,5 +233,32 @@ func TestBatchHandOffThenShut(t *testing.T) {
 	}
 	if !g.gate.idle() {
 		t.Error("a leadership or ops left after the shut")
+	}
+}
+
+// TestBatchHandOffThenLoss: the session is lost (its connection closed)
+// between the hand-off and the new leader's round: the new leader enters
+// (a loss does not shut the gate), finds the connection closed, fails its
+// own op and the others pending with ErrLost, and the leadership ends.
+func TestBatchHandOffThenLoss(t *testing.T) {
+	errs, g, c := handOffRun(t, func(round int64) int {
+		if round == maxLeadRounds {
+			return 3
+		}
+		return 1
+	}, func(_ *roundGuard, c *grantConn) { c.closed.Store(true) })
+	for i, err := range errs {
+		switch {
+		case i < maxLeadRounds && err != nil:
+			t.Errorf("op %d, run before the loss: %v", i, err)
+		case i >= maxLeadRounds && !errors.Is(err, ErrLost):
+			t.Errorf("op %d, pending at the loss: %v, want ErrLost", i, err)
+		}
+	}
+	if n := c.statements.Load(); n != maxLeadRounds {
+		t.Errorf("%d statements, want %d (none after the loss)", n, maxLeadRounds)
+	}
+	if !g.gate.idle() {
+		t.Error("a leadership or ops left after the loss")
 	}
 }
