@@ -142,14 +142,15 @@ func (k *lockerLock) take(ctx context.Context, op string, try bool) (*lockerHold
 	if err := lk.table.await(ctx, lk.mu.Lock, lk.mu.Unlock, req); err != nil {
 		return nil, false, fmt.Errorf("alock: %s %s: %w", op, k.l, err)
 	}
-	for {
-		h, ok, retry, err := k.takeOnSession(ctx, op, try, req)
+	for attempt := 1; ; attempt++ {
+		h, ok, retry, err := k.takeOnSession(ctx, op, try, !try || attempt < maxTryAttempts, req)
 		if !retry {
 			return h, ok, err
 		}
-		// The session was lost while the goroutine waited on it, holding
-		// nothing of it: the wait goes on, on another session, unless
-		// the Locker closed or ctx ended; req is still granted.
+		// The session was lost while the goroutine waited on it (or
+		// tried), holding nothing of it: the wait (or try) goes on, on
+		// another session, unless the Locker closed or ctx ended; req is
+		// still granted.
 		lk.mu.Lock()
 		closed := lk.closed
 		lk.mu.Unlock()
@@ -164,11 +165,17 @@ func (k *lockerLock) take(ctx context.Context, op string, try bool) (*lockerHold
 	}
 }
 
+// maxTryAttempts bounds the sessions a TryAcquire tries on when they are
+// lost under it: a try does not wait for ever on sessions that keep dying.
+const maxTryAttempts = 3
+
 // takeOnSession takes the ids, granted in the process by req, on a session.
 // On failure it gives back req, unless the failure was a session lost
-// during an Acquire whose ctx is alive: then req stays granted and retry
-// is true, for the caller to try again.
-func (k *lockerLock) takeOnSession(ctx context.Context, op string, try bool, req *tableRequest) (h *lockerHold, ok, retry bool, err error) {
+// (before the Lock held anything of it) while ctx is alive and moveOn
+// allows another attempt: then req stays granted and retry is true, for
+// the caller to try again. An Acquire always moves on, a TryAcquire up to
+// maxTryAttempts sessions.
+func (k *lockerLock) takeOnSession(ctx context.Context, op string, try, moveOn bool, req *tableRequest) (h *lockerHold, ok, retry bool, err error) {
 	h = &lockerHold{req: req}
 	if h.session, err = k.lk.session(ctx); err != nil {
 		k.leave(h)
@@ -184,7 +191,7 @@ func (k *lockerLock) takeOnSession(ctx context.Context, op string, try bool, req
 	if ok && err == nil {
 		return h, true, false, nil
 	}
-	if !try && errors.Is(err, ErrLost) && ctx.Err() == nil {
+	if moveOn && errors.Is(err, ErrLost) && ctx.Err() == nil {
 		k.lk.mu.Lock()
 		h.session.load--
 		k.lk.mu.Unlock()

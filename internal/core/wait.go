@@ -12,7 +12,9 @@ import (
 // the connection from the session's other users: the one Lock that has the
 // session's wait slot waits on the server, preemptibly (another user
 // interrupts the wait, which gives back what it took and starts again);
-// any other polls with a try.
+// any other polls with a try. So does the slot's Lock when another user
+// already queues for the session as it comes: its wait would be preempted
+// before it is sent, and under steady traffic it would never try at all.
 func (l *Lock) takeOrWait(ctx context.Context, op operation, try bool, send []Tag) (bool, reply, int, error) {
 	if try || l.guard == nil {
 		ok, r, err := l.take(ctx, op, try, send)
@@ -20,20 +22,16 @@ func (l *Lock) takeOrWait(ctx context.Context, op operation, try bool, send []Ta
 	}
 	gate := l.guard.Gate()
 	if !gate.TakeSlot(l) {
-		ok, r, err := l.take(ctx, op, true, send)
-		if err == nil && !ok {
-			if l.pollDeadlocked(ctx, send) {
-				return false, reply{}, done, fmt.Errorf("alock: %s: %w: a session that holds what it polls for waits for this session", op, ErrDeadlock)
-			}
-			return false, reply{}, poll, nil
-		}
-		return ok, r, done, err
+		return l.pollOnce(ctx, op, send)
 	}
 	l.polls.slot = true
 	wctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	withdraw := gate.Preemptible(func() { cancel(errPreempted) })
 	defer withdraw()
+	if wctx.Err() != nil && ctx.Err() == nil { // preempted at once: others queue
+		return l.pollOnce(ctx, op, send)
+	}
 	ok, r, err := l.take(wctx, op, false, send)
 	if err != nil && ctx.Err() == nil && l.conn.Closed() { // terminated, or closed by Close
 		return false, reply{}, done, fmt.Errorf("alock: %s: %w", op, gone(l.conn))
@@ -46,6 +44,19 @@ func (l *Lock) takeOrWait(ctx context.Context, op operation, try bool, send []Ta
 	}
 	if err != nil && ctx.Err() != nil && errors.Is(err, errPreempted) {
 		err = fmt.Errorf("alock: %s: %w", op, ctxErr(ctx))
+	}
+	return ok, r, done, err
+}
+
+// pollOnce is one try of a Lock that does not wait on the server: poll
+// when it fails, unless the Lock is found to be in a deadlock.
+func (l *Lock) pollOnce(ctx context.Context, op operation, send []Tag) (bool, reply, int, error) {
+	ok, r, err := l.take(ctx, op, true, send)
+	if err == nil && !ok {
+		if l.pollDeadlocked(ctx, send) {
+			return false, reply{}, done, fmt.Errorf("alock: %s: %w: a session that holds what it polls for waits for this session", op, ErrDeadlock)
+		}
+		return false, reply{}, poll, nil
 	}
 	return ok, r, done, err
 }
