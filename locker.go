@@ -59,7 +59,8 @@ type Locker struct {
 // it carries.
 type lockerSession struct {
 	*Session
-	load int // guarded by the Locker's mu
+	load  int // holds and waits on it; guarded by the Locker's mu
+	waits int // Locks sent to it to wait; guarded by the Locker's mu
 }
 
 // LockerOptions are a Locker's optional settings; the zero value (or a nil
@@ -116,15 +117,16 @@ func (lk *Locker) NewExclusive(ids ...ID) *Lock { return lk.newLock(Exclusive, i
 // NewShare returns an unheld Lock in Share mode over ids on the Locker.
 func (lk *Locker) NewShare(ids ...ID) *Lock { return lk.newLock(Share, ids) }
 
-// session returns a live session for one more hold and counts the load on
-// it (the hold gives it back: see leave). It picks the first session (in the order
-// they were opened) on which no Lock waits at the server, so that the
-// uncontended operations of many goroutines share one session and go to
-// the server in large batches, while waits spread over the sessions (one
-// Lock per session waits on the server, the others poll). When every open
-// session has a wait it opens one more, up to MaxSessions, and past that
-// takes the least loaded.
-func (lk *Locker) session(ctx context.Context) (s *lockerSession, err error) {
+// session returns a live session for one more hold, or for a Lock that
+// must wait (wait), and counts it on the session (see unload). It picks the
+// first session (in the order they were opened) on which no Lock waits at
+// the server, so that the uncontended operations of many goroutines share
+// one session and go to the server in large batches, while waits spread
+// over the sessions (one Lock per session waits on the server, the others
+// poll). When every open session has a wait it opens one more, up to
+// MaxSessions, and past that takes the one with the fewest holds (or, for
+// a wait, the fewest waits).
+func (lk *Locker) session(ctx context.Context, wait bool) (s *lockerSession, err error) {
 	lk.mu.Lock()
 	for s == nil {
 		if lk.closed {
@@ -141,7 +143,7 @@ func (lk *Locker) session(ctx context.Context) (s *lockerSession, err error) {
 				break
 			}
 		}
-		if s = lk.leastLoaded(); s != nil {
+		if s = lk.leastLoaded(wait); s != nil {
 			break
 		}
 		if err != nil && lk.opening == 0 {
@@ -156,26 +158,45 @@ func (lk *Locker) session(ctx context.Context) (s *lockerSession, err error) {
 		lk.mu.Lock()
 	}
 	s.load++
+	if wait {
+		s.waits++
+	}
 	lk.mu.Unlock()
 	return s, nil
 }
 
-// pick returns the first open session with nobody waiting on the server,
-// nil if there is none; the caller holds lk.mu.
+// unload gives back what session counted on s.
+func (lk *Locker) unload(s *lockerSession, wait bool) {
+	lk.mu.Lock()
+	s.load--
+	if wait {
+		s.waits--
+	}
+	lk.mu.Unlock()
+}
+
+// pick returns the first open session on which no Lock waits (nor was sent
+// to wait), nil if there is none; the caller holds lk.mu.
 func (lk *Locker) pick() *lockerSession {
 	for _, c := range lk.sessions {
-		if c.gate.SlotFree() {
+		if c.waits == 0 && c.gate.SlotFree() {
 			return c
 		}
 	}
 	return nil
 }
 
-// leastLoaded returns the open session with the least load, nil if none is
-// open; the caller holds lk.mu.
-func (lk *Locker) leastLoaded() (s *lockerSession) {
+// leastLoaded returns the open session with the fewest holds (or waits),
+// nil if none is open; the caller holds lk.mu.
+func (lk *Locker) leastLoaded(waits bool) (s *lockerSession) {
+	n := func(c *lockerSession) int {
+		if waits {
+			return c.waits
+		}
+		return c.load
+	}
 	for _, c := range lk.sessions {
-		if s == nil || c.load < s.load {
+		if s == nil || n(c) < n(s) {
 			s = c
 		}
 	}

@@ -177,24 +177,31 @@ const maxTryAttempts = 3
 // maxTryAttempts sessions.
 func (k *lockerLock) takeOnSession(ctx context.Context, op string, try, moveOn bool, req *tableRequest) (h *lockerHold, ok, retry bool, err error) {
 	h = &lockerHold{req: req}
-	if h.session, err = k.lk.session(ctx); err != nil {
+	if h.session, err = k.lk.session(ctx, false); err != nil {
 		k.leave(h)
 		return nil, false, false, fmt.Errorf("alock: %s %s: %w", op, k.l, err)
 	}
 	h.core = k.coreOn(h.session)
-	ok = true
-	if try {
-		ok, err = h.core.TryAcquire(ctx)
-	} else {
+	ok, err = h.core.TryAcquire(ctx)
+	if err == nil && !ok && !try {
+		// Held elsewhere: wait, on a session where no other Lock waits.
+		k.lk.unload(h.session, false)
+		if h.session, err = k.lk.session(ctx, true); err != nil {
+			k.leave(h)
+			return nil, false, false, fmt.Errorf("alock: %s %s: %w", op, k.l, err)
+		}
+		h.core = k.coreOn(h.session)
 		err = h.core.Acquire(ctx)
+		ok = err == nil
+		k.lk.mu.Lock()
+		h.session.waits--
+		k.lk.mu.Unlock()
 	}
 	if ok && err == nil {
 		return h, true, false, nil
 	}
 	if moveOn && errors.Is(err, ErrLost) && ctx.Err() == nil {
-		k.lk.mu.Lock()
-		h.session.load--
-		k.lk.mu.Unlock()
+		k.lk.unload(h.session, false)
 		return nil, false, true, err
 	}
 	k.leave(h)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/pgalock/alock"
 	"github.com/pgalock/alock/internal/pgtest"
 )
@@ -31,7 +32,12 @@ func newLocker(t *testing.T, dsn, app string, opts *alock.LockerOptions) *alock.
 // advisory locks they hold (granted) or await.
 func backends(t *testing.T, dsn, app string) (sessions, held, waiting int) {
 	t.Helper()
-	admin := pgtest.Connect(t, dsn)
+	return backendsOn(t, pgtest.Connect(t, dsn), app)
+}
+
+// backendsOn is backends over an open connection, for loops.
+func backendsOn(t *testing.T, admin *pgx.Conn, app string) (sessions, held, waiting int) {
+	t.Helper()
 	err := admin.QueryRow(context.Background(), `
 		SELECT (SELECT count(*) FROM pg_stat_activity WHERE application_name = $1),
 		       (SELECT count(*) FILTER (WHERE l.granted) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
@@ -220,7 +226,7 @@ func TestLockerSessionLoss(t *testing.T) {
 	outsider := holdKeys(t, dsn, 100, 101)
 	admin := pgtest.Connect(t, dsn)
 	waitingRows := func() int {
-		_, _, waiting := backends(t, dsn, "alock_locker_loss")
+		_, _, waiting := backendsOn(t, admin, "alock_locker_loss")
 		return waiting
 	}
 	// Holds go to the first session with nobody waiting on the server: four
@@ -329,6 +335,44 @@ func TestLockerPacksUncontendedHolds(t *testing.T) {
 	}
 	for _, l := range locks {
 		if err := l.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestLockerSpreadsWaitersArrivingTogether: Locks that must wait and come
+// at once each wait on the server, on a session of their own, up to
+// MaxSessions; the holds of free ids stay on the first session.
+func TestLockerSpreadsWaitersArrivingTogether(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	lk := newLocker(t, dsn, "alock_locker_waiters", &alock.LockerOptions{MaxSessions: 4})
+	outsider := holdKeys(t, dsn, 100, 101, 102, 103)
+	got := make(chan error, 4)
+	for k := range 4 {
+		go func() {
+			l := lk.NewExclusive(alock.Key(int64(100 + k)))
+			err := l.Acquire(ctx)
+			if err == nil {
+				err = l.Release(ctx)
+			}
+			got <- err
+		}()
+	}
+	admin := pgtest.Connect(t, dsn)
+	pgtest.WaitFor(t, "four waits on the server", func() bool {
+		_, _, waiting := backendsOn(t, admin, "alock_locker_waiters")
+		return waiting == 4
+	})
+	if sessions, _, _ := backends(t, dsn, "alock_locker_waiters"); sessions != 4 {
+		t.Fatalf("%d sessions for 4 waiters, want 4", sessions)
+	}
+	if err := outsider.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range 4 {
+		if err := <-got; err != nil {
 			t.Fatal(err)
 		}
 	}
