@@ -130,7 +130,7 @@ func (l *Lock) runBatch(ops []*batchOp) {
 		return
 	}
 	if err == nil && len(rows.ops) > 0 {
-		if err = l.checkBackend(operation{"batch", l.label}, rep, true); err != nil {
+		if err = l.checkBackend(batchOperation("batch"), rep, true); err != nil {
 			// The tries may have taken locks on a backend that is not the
 			// session's: unlock them wherever the unlock lands, then close.
 			err = l.distrustRows(err, sent)
@@ -141,7 +141,7 @@ func (l *Lock) runBatch(ops []*batchOp) {
 		}
 	}
 	if err != nil {
-		err = l.abandon(context.Background(), "batch", err)
+		err = l.abandonAs(context.Background(), batchOperation("batch"), err)
 		for _, op := range ops {
 			op.err = err
 		}
@@ -191,7 +191,7 @@ func (l *Lock) settle(ops []*batchOp, sent map[holdKey]int, flags []bool, pid ui
 		return
 	}
 	if _, _, err := l.runRows(back, nil); err != nil {
-		err = l.abandon(context.Background(), "batch give back", err)
+		err = l.abandonAs(context.Background(), batchOperation("batch give back"), err)
 		for _, op := range ops {
 			if !op.ok && !op.unlock {
 				op.err = err
@@ -250,7 +250,7 @@ func (l *Lock) distrustRows(cause error, sent map[holdKey]int) error {
 		_, _, err = l.runRows(back, nil)
 	}
 	if !l.conn.Closed() {
-		err = errors.Join(err, l.abandon(context.Background(), "check the backend of", cause))
+		err = errors.Join(err, l.abandonAs(context.Background(), batchOperation("check the backend of a batch"), cause))
 	}
 	return errors.Join(cause, err)
 }

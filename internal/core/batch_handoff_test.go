@@ -262,3 +262,35 @@ func TestBatchHandOffThenLoss(t *testing.T) {
 		t.Error("a leadership or ops left after the loss")
 	}
 }
+
+// failConn fails every statement as a broken connection would.
+type failConn struct{ grantConn }
+
+func (c *failConn) QueryText(context.Context, string, []any) (string, error) {
+	return "", errors.New("write: broken pipe")
+}
+
+// TestBatchErrorNamesEachOpsLock: when a batch fails, each op's error names
+// its own Lock, not the leader's.
+func TestBatchErrorNamesEachOpsLock(t *testing.T) {
+	c := &failConn{}
+	g := &roundGuard{}
+	if err := g.Enter(context.Background()); err != nil { // hold the session while both submit
+		t.Fatal(err)
+	}
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i, name := range []string{"LockA", "LockB"} {
+		l := NewLock(c, func() string { return name }, Exclusive, []Tag{KeyTag(int64(i))}, Options{Guard: g, PID: grantPID})
+		wg.Go(func() { _, errs[i] = l.TryAcquire(context.Background()) })
+		waitUntil(t, "the op pending", func() bool { return g.gate.pending() == i+1 })
+	}
+	g.Exit()
+	wg.Wait()
+	for i, err := range errs {
+		own, other := []string{"LockA", "LockB"}[i], []string{"LockB", "LockA"}[i]
+		if err == nil || !strings.Contains(err.Error(), own) || strings.Contains(err.Error(), other) {
+			t.Errorf("op of %s: %v", own, err)
+		}
+	}
+}

@@ -20,7 +20,7 @@ func (l *Lock) reconcile(ops []*batchOp, sent map[holdKey]int, cause error) {
 		err = fmt.Errorf("unexpected result %q", text)
 	}
 	if err != nil {
-		err = l.abandon(ctx, "batch", errors.Join(cause, err))
+		err = l.abandonAs(ctx, batchOperation("batch"), errors.Join(cause, err))
 		for _, op := range ops {
 			op.err = err
 		}
@@ -43,7 +43,7 @@ func (l *Lock) reconcile(ops []*batchOp, sent map[holdKey]int, cause error) {
 		}
 	}
 	if _, _, err = l.runRows(back, nil); err != nil {
-		err = l.abandon(ctx, "batch give back", errors.Join(cause, err))
+		err = l.abandonAs(ctx, batchOperation("batch give back"), errors.Join(cause, err))
 	}
 	for _, op := range ops {
 		switch {

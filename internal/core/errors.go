@@ -67,7 +67,15 @@ type operation struct {
 	label func() string
 }
 
-func (o operation) String() string { return o.verb + " " + o.label() }
+func (o operation) String() string {
+	if o.label == nil {
+		return o.verb
+	}
+	return o.verb + " " + o.label()
+}
+
+// batchOperation names a batch's work, which is not the leader's Lock's alone.
+func batchOperation(verb string) operation { return operation{verb: verb} }
 
 // describe wraps a failed acquisition's error so that it says what happened
 // and matches the right sentinel or context error with errors.Is.

@@ -46,10 +46,14 @@ func (l *Lock) held(ctx context.Context) (map[Tag]bool, error) {
 // abandon closes a session whose lock state is unknown, which ends every
 // lock on it, and says so.
 func (l *Lock) abandon(ctx context.Context, verb string, cause error) error {
+	return l.abandonAs(ctx, operation{verb, l.label}, cause)
+}
+
+// abandonAs is abandon for an operation named op.
+func (l *Lock) abandonAs(ctx context.Context, op operation, cause error) error {
 	lost := l.conn.Closed()
 	l.conn.Close(ctx)
 	forgetSession(l.conn.Key())
-	op := operation{verb, l.label}
 	if lost {
 		return fmt.Errorf("alock: %s: %w: %w", op, gone(l.conn), cause)
 	}
