@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -218,10 +219,7 @@ func a4Expect(workers []*a4Worker) []string {
 		}
 	}
 	var out []string
-	for h := range set {
-		out = append(out, h)
-	}
-	slices.Sort(out)
+	out = slices.Sorted(maps.Keys(set))
 	return out
 }
 
@@ -442,10 +440,7 @@ func (a *a4Admin) granted(app string) (granted []string, waiting int) {
 	}); err != nil {
 		a.t.Fatal(err)
 	}
-	for h := range set {
-		granted = append(granted, h)
-	}
-	slices.Sort(granted)
+	granted = slices.Sorted(maps.Keys(set))
 	return granted, waiting
 }
 
@@ -620,10 +615,7 @@ func TestAttack4LockerChurnWithLosses(t *testing.T) {
 			}
 		}
 		want = want[:0]
-		for h := range set {
-			want = append(want, h)
-		}
-		slices.Sort(want)
+		want = slices.Sorted(maps.Keys(set))
 		got, waiting = admin.granted(app)
 		return slices.Equal(got, want) && waiting == 0
 	}
@@ -950,10 +942,7 @@ func TestAttack4LockerStepsMatchServer(t *testing.T) {
 			}
 		}
 		var out []string
-		for h := range set {
-			out = append(out, h)
-		}
-		slices.Sort(out)
+		out = slices.Sorted(maps.Keys(set))
 		return out
 	}
 	var bad a4Errs

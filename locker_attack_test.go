@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -53,10 +54,7 @@ func a2Granted(t *testing.T, dsn, app string) (granted []string, waiting int) {
 			set[h] = true
 		}
 	}
-	for h := range set {
-		granted = append(granted, h)
-	}
-	slices.Sort(granted)
+	granted = slices.Sorted(maps.Keys(set))
 	return granted, waiting
 }
 
@@ -104,10 +102,7 @@ func a2Want(held map[*alock.Lock]int, locks []a2Lock) []string {
 		}
 	}
 	var out []string
-	for h := range set {
-		out = append(out, h)
-	}
-	slices.Sort(out)
+	out = slices.Sorted(maps.Keys(set))
 	return out
 }
 
@@ -841,10 +836,7 @@ func TestAttack2LockerKillRacesTraffic(t *testing.T) {
 			set[hold(id, l.Mode())] = true
 		}
 	}
-	for h := range set {
-		want = append(want, h)
-	}
-	slices.Sort(want)
+	want = slices.Sorted(maps.Keys(set))
 	if got, waiting := a2Granted(t, dsn, app); !slices.Equal(got, want) || waiting != 0 {
 		t.Errorf("pg_locks at quiescence: %v (%d waiting), library holds %v", got, waiting, want)
 	}
@@ -1216,10 +1208,7 @@ func TestAttack2SessionBatchSettle(t *testing.T) {
 			}
 		}
 		var want []string
-		for h := range set {
-			want = append(want, h)
-		}
-		slices.Sort(want)
+		want = slices.Sorted(maps.Keys(set))
 		if have := locktest.Holds(t, dsn, s.PID()); !slices.Equal(have, want) {
 			t.Fatalf("round %d (other holds %v by %s): pg_locks %v, library holds %v", round, busy, fn, have, want)
 		}
