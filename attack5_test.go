@@ -1,0 +1,263 @@
+package alock_test
+
+// Attacks on the Locker's placement of waits (locker.go session, pick,
+// leastLoaded; locker_lock.go takeOnSession): the counts it keeps per
+// session must come back after every path, and placement, exclusion and
+// the server's view must hold under cancellations, losses and Close.
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pgalock/alock"
+	"github.com/pgalock/alock/internal/pgtest"
+)
+
+// a5PerPID returns, per backend with application_name app, how many
+// advisory locks it holds and awaits.
+func (a *a4Admin) a5PerPID(app string) (granted, waiting map[uint32]int) {
+	granted, waiting = map[uint32]int{}, map[uint32]int{}
+	rows, err := a.c.Query(context.Background(), `SELECT l.pid, l.granted
+		FROM pg_locks l JOIN pg_stat_activity s USING (pid)
+		WHERE l.locktype = 'advisory' AND s.application_name = $1`, app)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var pid uint32
+		var ok bool
+		if err := rows.Scan(&pid, &ok); err != nil {
+			a.t.Fatal(err)
+		}
+		if ok {
+			granted[pid]++
+		} else {
+			waiting[pid]++
+		}
+	}
+	if err := rows.Err(); err != nil {
+		a.t.Fatal(err)
+	}
+	return granted, waiting
+}
+
+// a5Placement checks, on an idle Locker with MaxSessions 2 whose ids
+// 100 and 101 are held by another connection, that its per-session counts
+// are back to zero, through what they decide: one waiter waits on the
+// server and the holds of free ids all go to the other session; a second
+// waiter waits on the server on that other session; then the holds of
+// free ids alternate between the two (each carries one wait). A wait
+// counted for ever on a session would send the first waiter's holds, or
+// the second waiter, elsewhere; a hold counted for ever would skew the
+// alternation. Stat must show nothing held or waiting before and after.
+func a5Placement(t *testing.T, lk *alock.Locker, admin *a4Admin, app, phase string) {
+	t.Helper()
+	ctx := context.Background()
+	if st := lk.Stat(); st.Held != 0 || st.Waiting != 0 {
+		t.Errorf("%s: Stat before the check %+v", phase, st)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+		if st := lk.Stat(); st.Held != 0 || st.Waiting != 0 {
+			t.Errorf("%s: Stat after the check %+v", phase, st)
+		}
+	}()
+	waiter := func(k int64) {
+		wg.Go(func() {
+			if err := lk.NewExclusive(alock.Key(k)).Acquire(wctx); !errors.Is(err, context.Canceled) {
+				t.Errorf("%s: waiter for %d: %v", phase, k, err)
+			}
+		})
+	}
+	waitRows := func(n int) (pids []uint32) {
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			_, waiting := admin.a5PerPID(app)
+			pids = pids[:0]
+			for pid := range waiting {
+				pids = append(pids, pid)
+			}
+			if len(waiting) == n || time.Now().After(deadline) {
+				return pids
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	holdFree := func(base int64) (per map[uint32]int, release func()) {
+		var locks []*alock.Lock
+		for k := range int64(10) {
+			l := lk.NewExclusive(alock.Key(base + k))
+			if ok, err := l.TryAcquire(ctx); !ok || err != nil {
+				t.Errorf("%s: TryAcquire of free %d: %v, %v", phase, base+k, ok, err)
+				continue
+			}
+			locks = append(locks, l)
+		}
+		per, _ = admin.a5PerPID(app)
+		return per, func() {
+			for _, l := range locks {
+				if err := l.Release(ctx); err != nil {
+					t.Errorf("%s: Release: %v", phase, err)
+				}
+			}
+		}
+	}
+	waiter(100)
+	first := waitRows(1)
+	if len(first) != 1 {
+		t.Errorf("%s: one waiter waits on the server on %d sessions", phase, len(first))
+		return
+	}
+	per, release := holdFree(1000)
+	release()
+	if len(per) != 1 || per[first[0]] != 0 {
+		t.Errorf("%s: with one waiter on %d, 10 free holds went to %v; want all on the other session", phase, first[0], per)
+	}
+	waiter(101)
+	both := waitRows(2)
+	if len(both) != 2 {
+		t.Errorf("%s: two waiters wait on the server on %d sessions, want 2", phase, len(both))
+		return
+	}
+	per, release = holdFree(2000)
+	release()
+	if len(per) != 2 || per[both[0]] != 5 || per[both[1]] != 5 {
+		t.Errorf("%s: with a waiter on each session, 10 free holds went %v; want 5 and 5", phase, per)
+	}
+	if sessions := len(admin.pids(app)); sessions > 2 {
+		t.Errorf("%s: %d sessions, MaxSessions 2", phase, sessions)
+	}
+}
+
+// TestAttack5LockerCountsComeBack: a Locker (MaxSessions 2) goes through
+// every path of an acquisition that must wait: its deadline in the first
+// try or in the session choice (tiny deadlines), in the wait on the server
+// and while polling (deadlines of 20-80 ms, more waiters than sessions,
+// some with a cancel cause), a grant after the wait, the session lost
+// under a waiter, and backends terminated while waiters come and go.
+// After each, a5Placement checks that nothing stays counted.
+func TestAttack5LockerCountsComeBack(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	const app = "a5_counts"
+	lk := newLocker(t, dsn, app, &alock.LockerOptions{MaxSessions: 2})
+	admin := newA4Admin(t, dsn)
+	holdKeys(t, dsn, 100, 101, 102, 103)
+	a5Placement(t, lk, admin, app, "at the start")
+
+	// Deadlines that end in the first try, the session choice or the wait.
+	run := func(n int, d func() time.Duration, cause bool) {
+		var wg sync.WaitGroup
+		for g := range n {
+			wg.Go(func() {
+				l := lk.NewExclusive(alock.Key(int64(100 + g%4)))
+				var actx context.Context
+				var cancel func()
+				if cause {
+					c, cc := context.WithCancelCause(ctx)
+					tm := time.AfterFunc(d(), func() { cc(errors.New("a5 cause")) })
+					actx, cancel = c, func() { tm.Stop(); cc(nil) }
+				} else {
+					actx, cancel = context.WithTimeout(ctx, d())
+				}
+				defer cancel()
+				if err := l.Acquire(actx); err == nil {
+					t.Errorf("Acquire of an id held elsewhere succeeded")
+					_ = l.Release(ctx)
+				} else if !errors.Is(err, context.Cause(actx)) {
+					t.Errorf("Acquire: %v", err)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	run(40, func() time.Duration { return time.Duration(rand.N(3000)) * time.Microsecond }, false)
+	a5Placement(t, lk, admin, app, "after tiny deadlines")
+	run(12, func() time.Duration { return time.Duration(20+rand.N(60)) * time.Millisecond }, false)
+	a5Placement(t, lk, admin, app, "after deadlines in the wait")
+	run(12, func() time.Duration { return time.Duration(rand.N(60)) * time.Millisecond }, true)
+	a5Placement(t, lk, admin, app, "after causes")
+
+	// Granted after the wait.
+	other := holdKeys(t, dsn, 110, 111, 112)
+	var wg sync.WaitGroup
+	for k := range int64(3) {
+		wg.Go(func() {
+			l := lk.NewExclusive(alock.Key(110 + k))
+			actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			defer cancel()
+			if err := l.Acquire(actx); err != nil {
+				t.Errorf("Acquire of %d: %v", 110+k, err)
+				return
+			}
+			if err := l.Release(ctx); err != nil {
+				t.Errorf("Release: %v", err)
+			}
+		})
+	}
+	pgtest.WaitFor(t, "3 waiters", func() bool { return lk.Stat().Waiting == 3 })
+	time.Sleep(50 * time.Millisecond)
+	if err := other.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	a5Placement(t, lk, admin, app, "after grants")
+
+	// A waiter's session lost under it: it goes on on another.
+	wctx, cancel := context.WithCancel(ctx)
+	for k := range int64(3) {
+		wg.Go(func() {
+			if err := lk.NewExclusive(alock.Key(100 + k)).Acquire(wctx); !errors.Is(err, context.Canceled) {
+				t.Errorf("waiter %d after a loss: %v", 100+k, err)
+			}
+		})
+	}
+	pgtest.WaitFor(t, "3 waiters", func() bool { return lk.Stat().Waiting == 3 })
+	time.Sleep(50 * time.Millisecond)
+	if pids := admin.pids(app); len(pids) > 0 {
+		admin.kill(pids[0])
+	}
+	time.Sleep(100 * time.Millisecond)
+	cancel()
+	wg.Wait()
+	a5Placement(t, lk, admin, app, "after a loss under waiters")
+
+	// Terminations while waiters come and go.
+	stop := make(chan struct{})
+	for g := range 16 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				l := lk.NewExclusive(alock.Key(int64(100 + g%4)))
+				actx, cancel := context.WithTimeout(ctx, time.Duration(rand.N(40000))*time.Microsecond)
+				if err := l.Acquire(actx); err == nil {
+					t.Errorf("Acquire of an id held elsewhere succeeded")
+					_ = l.Release(ctx)
+				}
+				cancel()
+			}
+		})
+	}
+	for range 4 {
+		time.Sleep(time.Duration(50+rand.N(100)) * time.Millisecond)
+		if pids := admin.pids(app); len(pids) > 0 {
+			admin.kill(pids[rand.N(len(pids))])
+		}
+	}
+	close(stop)
+	wg.Wait()
+	a5Placement(t, lk, admin, app, "after terminations")
+}
