@@ -261,3 +261,101 @@ func TestAttack5LockerCountsComeBack(t *testing.T) {
 	wg.Wait()
 	a5Placement(t, lk, admin, app, "after terminations")
 }
+
+// a5Hot makes another connection hold key k all the time but for an
+// instant every 20 ms (one statement unlocks and locks again), until the
+// test ends: a Lock that polls for k never finds it free, while one that
+// waits on the server is granted it at the next unlock.
+func a5Hot(t *testing.T, dsn string, k int64) {
+	t.Helper()
+	c := pgtest.Connect(t, dsn)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	if _, err := c.Exec(ctx, "SELECT pg_advisory_lock($1)", k); err != nil {
+		t.Fatal(err)
+	}
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			if _, err := c.Exec(ctx, "SELECT pg_advisory_unlock($1), pg_advisory_lock($1)", k); err != nil {
+				if ctx.Err() == nil {
+					t.Error(err)
+				}
+				return
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	})
+}
+
+// TestAttack5PollerMovesToFreedSession: a Locker (MaxSessions 2) has a
+// Lock waiting on the server on each session (ids held elsewhere); a
+// third Lock must wait for an id that another process holds all the time
+// but for an instant every 20 ms, so it polls on a session that carries a
+// wait. Then the second session's waiter is granted and goes: the poller
+// must move to the session now free of waits and wait on the server there,
+// and get the hot id within a few of its releases, not starve polling
+// beside the first waiter (whose wait each of its tries breaks).
+func TestAttack5PollerMovesToFreedSession(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	const app = "a5_poller_moves"
+	lk := newLocker(t, dsn, app, &alock.LockerOptions{MaxSessions: 2})
+	admin := newA4Admin(t, dsn)
+	holdKeys(t, dsn, 100)
+	second := holdKeys(t, dsn, 101)
+	a5Hot(t, dsn, 102)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { // waits for 100 to the end
+		if err := lk.NewExclusive(alock.Key(100)).Acquire(wctx); !errors.Is(err, context.Canceled) {
+			t.Errorf("waiter for 100: %v", err)
+		}
+	})
+	pgtest.WaitFor(t, "a wait on the server", func() bool { _, w := admin.a5PerPID(app); return len(w) == 1 })
+	wg.Go(func() { // waits for 101 until the other connection lets it go
+		l := lk.NewExclusive(alock.Key(101))
+		if err := l.Acquire(wctx); err != nil {
+			t.Errorf("waiter for 101: %v", err)
+			return
+		}
+		if err := l.Release(ctx); err != nil {
+			t.Errorf("Release 101: %v", err)
+		}
+	})
+	pgtest.WaitFor(t, "waits on both sessions", func() bool { _, w := admin.a5PerPID(app); return len(w) == 2 })
+	got := make(chan time.Time, 1)
+	wg.Go(func() { // polls for the hot 102
+		l := lk.NewExclusive(alock.Key(102))
+		actx, cancel := context.WithTimeout(wctx, 4*time.Second)
+		defer cancel()
+		if err := l.Acquire(actx); err != nil {
+			t.Errorf("the hot id 102 not acquired: %v", err)
+			close(got)
+			return
+		}
+		got <- time.Now()
+		if err := l.Release(ctx); err != nil {
+			t.Errorf("Release 102: %v", err)
+		}
+	})
+	pgtest.WaitFor(t, "three waiting", func() bool { return lk.Stat().Waiting == 3 })
+	time.Sleep(100 * time.Millisecond)
+	freed := time.Now()
+	if err := second.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if at, ok := <-got; ok {
+		t.Logf("the poller got the hot id %v after the second session was freed", at.Sub(freed))
+		if d := at.Sub(freed); d > time.Second {
+			t.Errorf("the poller got the hot id only %v after a session was free of waits", d)
+		}
+	}
+	cancel()
+}
