@@ -9,7 +9,9 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -358,4 +360,120 @@ func TestAttack5PollerMovesToFreedSession(t *testing.T) {
 		}
 	}
 	cancel()
+}
+
+// TestAttack5TwoLockersExcludeUnderWaits: two Lockers (MaxSessions 2 and
+// 3) of one process, 24 goroutines each, over 6 hot ids in both modes and
+// pairs of ids (all or none), Do with deadlines of 5-150 ms, while another
+// connection takes and frees 3 of the ids: so most acquisitions wait, more
+// than the sessions, and waiters move between sessions as waits end. One
+// in-process check spans both Lockers (they exclude each other only at the
+// server): conflicting holders are never inside at once. Neither Locker
+// exceeds its MaxSessions; every Do succeeds or meets its deadline; at
+// the end nothing is held or waiting (Stat, pg_locks).
+func TestAttack5TwoLockersExcludeUnderWaits(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	apps := []string{"a5_excl_a", "a5_excl_b"}
+	lks := []*alock.Locker{
+		newLocker(t, dsn, apps[0], &alock.LockerOptions{MaxSessions: 2}),
+		newLocker(t, dsn, apps[1], &alock.LockerOptions{MaxSessions: 3}),
+	}
+	stop := make(chan struct{})
+	most := []func() int{a4MaxBackends(t, dsn, apps[0], stop), a4MaxBackends(t, dsn, apps[1], stop)}
+	inside := newA4Inside()
+	var bg sync.WaitGroup
+	bg.Go(func() { // another process takes and frees 0..2
+		c := pgtest.Connect(t, dsn)
+		for {
+			k := int64(rand.N(3))
+			if _, err := c.Exec(ctx, "SELECT pg_advisory_lock($1)", k); err != nil {
+				t.Error(err)
+				return
+			}
+			select {
+			case <-stop:
+			case <-time.After(time.Duration(rand.N(40)) * time.Millisecond):
+			}
+			if _, err := c.Exec(ctx, "SELECT pg_advisory_unlock($1)", k); err != nil {
+				t.Error(err)
+				return
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Duration(rand.N(20)) * time.Millisecond):
+			}
+		}
+	})
+	var bad a4Errs
+	var ops, got, deadlines atomic.Int64
+	deadline := time.Now().Add(2 * time.Second)
+	var wg sync.WaitGroup
+	for g := range 48 {
+		lk := lks[g%2]
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				keys := []int64{int64(rand.N(6))}
+				if rand.N(4) == 0 {
+					keys = append(keys, int64(rand.N(6)))
+				}
+				share := rand.N(3) == 0
+				var ids []alock.ID
+				for _, k := range keys {
+					ids = append(ids, alock.Key(k))
+				}
+				l := lk.NewExclusive(ids...)
+				if share {
+					l = lk.NewShare(ids...)
+				}
+				dctx, cancel := context.WithTimeout(ctx, time.Duration(5+rand.N(145))*time.Millisecond)
+				err := l.Do(dctx, func(context.Context) error {
+					for _, k := range slices.Compact(slices.Sorted(slices.Values(keys))) {
+						inside.enter(k, share)
+					}
+					got.Add(1)
+					time.Sleep(time.Duration(rand.N(3000)) * time.Microsecond)
+					for _, k := range slices.Compact(slices.Sorted(slices.Values(keys))) {
+						inside.leave(k, share)
+					}
+					return nil
+				})
+				cancel()
+				ops.Add(1)
+				switch {
+				case err == nil:
+				case errors.Is(err, context.DeadlineExceeded):
+					deadlines.Add(1)
+				default:
+					bad.add("Do %v: %v", l, err)
+				}
+			}
+		})
+	}
+	if !within(t, 20*time.Second, "the goroutines", wg.Wait) {
+		t.FailNow()
+	}
+	close(stop)
+	bg.Wait()
+	bad.report(t, "two Lockers")
+	seen := []int{most[0](), most[1]()}
+	t.Logf("%d Do, %d inside, %d deadlines; at most %v sessions seen; at most %d shares inside at once",
+		ops.Load(), got.Load(), deadlines.Load(), seen, inside.most.Load())
+	if n := inside.clashes.Load(); n > 0 {
+		t.Errorf("%d times conflicting holders were inside at once", n)
+	}
+	if seen[0] > 2 || seen[1] > 3 {
+		t.Errorf("sessions seen %v, MaxSessions 2 and 3", seen)
+	}
+	admin := newA4Admin(t, dsn)
+	for i, lk := range lks {
+		if st := lk.Stat(); st.Held != 0 || st.Waiting != 0 {
+			t.Errorf("%s: Stat at the end %+v", apps[i], st)
+		}
+		if granted, waiting := admin.granted(apps[i]); len(granted)+waiting != 0 {
+			t.Errorf("%s: pg_locks at the end: %v (%d waiting)", apps[i], granted, waiting)
+		}
+	}
 }
