@@ -477,3 +477,101 @@ func TestAttack5TwoLockersExcludeUnderWaits(t *testing.T) {
 		}
 	}
 }
+
+// TestAttack5LeadTwoLockersWithKills: two fenced Lockers, three
+// goroutines each campaigning in a loop for one id (terms of 10-60 ms),
+// while a backend of either is terminated every 100-200 ms for 2 s. Two
+// terms overlap only when the earlier one was lost (its backend killed:
+// the server let the other in before the old leader could be told; its
+// Lead returns an error wrapping ErrLost), and then it ends within a
+// second of the next term's start; tokens grow from term to term; Lead
+// returns nil, an error wrapping ErrLost, or its ctx's error.
+func TestAttack5LeadTwoLockersWithKills(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	opts := &alock.LockerOptions{Session: alock.SessionOptions{Fencing: true, FenceSequence: "a5_lead_fence"}}
+	apps := []string{"a5_lead_a", "a5_lead_b"}
+	lks := []*alock.Locker{newLocker(t, dsn, apps[0], opts), newLocker(t, dsn, apps[1], opts)}
+	type term struct {
+		who        int
+		token      int64
+		start, end time.Time
+		lost       bool
+	}
+	var mu sync.Mutex
+	var terms []term
+	var bad a4Errs
+	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for g := range 6 {
+		wg.Go(func() {
+			for lctx.Err() == nil {
+				var tm term
+				err := lks[g%2].Lead(lctx, alock.Name("a5 leader"), func(fctx context.Context, token int64) error {
+					tm = term{who: g % 2, token: token, start: time.Now()}
+					select {
+					case <-fctx.Done():
+					case <-time.After(time.Duration(10+rand.N(50)) * time.Millisecond):
+					}
+					tm.end = time.Now()
+					return nil
+				})
+				if err != nil && !errors.Is(err, alock.ErrLost) && lctx.Err() == nil {
+					bad.add("Lead: %v", err)
+				}
+				if tm.token != 0 {
+					// Lost while fn ran, told then or at the resignation
+					// (the watchdog parks its read after 50 ms idle).
+					tm.lost = errors.Is(err, alock.ErrLost)
+					mu.Lock()
+					terms = append(terms, tm)
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	admin := newA4Admin(t, dsn)
+	kills := 0
+	for lctx.Err() == nil {
+		time.Sleep(time.Duration(100+rand.N(100)) * time.Millisecond)
+		if pids := admin.pids(apps[rand.N(2)]); len(pids) > 0 {
+			admin.kill(pids[rand.N(len(pids))])
+			kills++
+		}
+	}
+	if !within(t, 10*time.Second, "the campaigners", wg.Wait) {
+		t.FailNow()
+	}
+	bad.report(t, "campaigners")
+	slices.SortFunc(terms, func(a, b term) int { return a.start.Compare(b.start) })
+	lost, overlaps := 0, 0
+	for i, tm := range terms {
+		if tm.lost {
+			lost++
+		}
+		if i == 0 {
+			continue
+		}
+		prev := terms[i-1]
+		if tm.token <= prev.token {
+			t.Errorf("term %d (Locker %d) token %d after %d", i, tm.who, tm.token, prev.token)
+		}
+		for _, p := range terms[:i] {
+			if p.end.After(tm.start) {
+				overlaps++
+				if !p.lost {
+					t.Errorf("term %d (Locker %d, token %d) began %v before the end of a term not lost (Locker %d, token %d)",
+						i, tm.who, tm.token, p.end.Sub(tm.start), p.who, p.token)
+				} else if d := p.end.Sub(tm.start); d > time.Second {
+					t.Errorf("a lost term ended %v after the next began", d)
+				}
+			}
+		}
+	}
+	t.Logf("%d terms, %d kills, %d terms lost, %d overlaps (all after a kill)", len(terms), kills, lost, overlaps)
+	if len(terms) < 10 {
+		t.Errorf("only %d terms in 2 s", len(terms))
+	}
+}
