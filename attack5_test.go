@@ -8,6 +8,7 @@ package alock_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/pgalock/alock"
 	"github.com/pgalock/alock/internal/pgtest"
 )
@@ -573,5 +575,199 @@ func TestAttack5LeadTwoLockersWithKills(t *testing.T) {
 	t.Logf("%d terms, %d kills, %d terms lost, %d overlaps (all after a kill)", len(terms), kills, lost, overlaps)
 	if len(terms) < 10 {
 		t.Errorf("only %d terms in 2 s", len(terms))
+	}
+}
+
+// a5Backends returns, per granted advisory lock of the backends with
+// application_name app (rendered as hold renders it), how many backends
+// hold it.
+func (a *a4Admin) a5Backends(app string) map[string]int {
+	rows, err := a.c.Query(context.Background(), `SELECT l.classid::int8, l.objid::int8, l.objsubid::int4, l.mode, count(DISTINCT l.pid)
+		FROM pg_locks l JOIN pg_stat_activity s USING (pid)
+		WHERE l.locktype = 'advisory' AND l.granted AND s.application_name = $1
+		GROUP BY 1, 2, 3, 4`, app)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	out := map[string]int{}
+	var classid, objid int64
+	var objsubid int32
+	var mode string
+	var n int
+	if _, err := pgx.ForEachRow(rows, []any{&classid, &objid, &objsubid, &mode, &n}, func() error {
+		id, valid := alock.FromLockTag(uint32(classid), uint32(objid), uint16(objsubid))
+		if !valid {
+			return fmt.Errorf("unexpected lock tag %d:%d:%d", classid, objid, objsubid)
+		}
+		m := alock.Exclusive
+		if mode == "ShareLock" {
+			m = alock.Share
+		}
+		out[hold(id, m)] = n
+		return nil
+	}); err != nil {
+		a.t.Fatal(err)
+	}
+	return out
+}
+
+// TestAttack5StepsMatchServerUnderWaits: 48 goroutines, one Lock each
+// (both modes, single and multi-id over 12 keys), on a Locker with
+// MaxSessions 3, take one random step at a time together (Acquire with a
+// 5-80 ms ctx, TryAcquire, Release) while another connection holds a
+// random third of the keys and lets them go at a random moment of the
+// step: Acquires wait on the server, poll, move between sessions, are
+// granted or time out there. At two steps a backend is terminated. After
+// every step the server's granted locks are exactly those of the Locks
+// that say Locked, and each is on no more backends than Locks hold it (a
+// grant left on the session of a first try, or of a wait that moved or
+// timed out, would show); at the end nothing is left.
+func TestAttack5StepsMatchServerUnderWaits(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	const app = "a5_steps"
+	lk := newLocker(t, dsn, app, &alock.LockerOptions{MaxSessions: 3})
+	admin := newA4Admin(t, dsn)
+	other := pgtest.Connect(t, dsn)
+	type worker struct {
+		l    *alock.Lock
+		held int
+	}
+	var workers []*worker
+	for g := range 48 {
+		ids := []alock.ID{alock.Key(int64(g % 12))}
+		if g%5 == 0 {
+			ids = append(ids, alock.Key(int64((g+5)%12)))
+		}
+		l := lk.NewExclusive(ids...)
+		if g%3 == 0 {
+			l = lk.NewShare(ids...)
+		}
+		workers = append(workers, &worker{l: l})
+	}
+	want := func() map[string]int {
+		out := map[string]int{}
+		for _, w := range workers {
+			if w.l.Locked() {
+				for _, id := range slices.Compact(w.l.IDs()) {
+					out[hold(id, w.l.Mode())]++
+				}
+			}
+		}
+		return out
+	}
+	matches := func(got, want map[string]int) bool {
+		if len(got) != len(want) {
+			return false
+		}
+		for h, n := range got {
+			if want[h] == 0 || n > want[h] {
+				return false
+			}
+		}
+		return true
+	}
+	var bad a4Errs
+	var lost, timeouts, acquired int
+	var mu sync.Mutex
+	for step := range 24 {
+		for k := range int64(12) { // the other connection takes a third of the keys
+			if rand.N(3) == 0 {
+				if _, err := other.Exec(ctx, "SELECT pg_try_advisory_lock($1)", k); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		var wg sync.WaitGroup
+		for _, w := range workers {
+			wg.Go(func() {
+				var what string
+				var err error
+				switch op := rand.N(4); {
+				case w.held > 0 && op == 0:
+					what, err = "Release", w.l.Release(ctx)
+					w.held--
+				case op == 1:
+					what = "TryAcquire"
+					var ok bool
+					if ok, err = w.l.TryAcquire(ctx); ok {
+						w.held++
+					}
+				default:
+					what = "Acquire"
+					actx, cancel := context.WithTimeout(ctx, time.Duration(5+rand.N(75))*time.Millisecond)
+					if err = w.l.Acquire(actx); err == nil {
+						w.held++
+						mu.Lock()
+						acquired++
+						mu.Unlock()
+					}
+					cancel()
+				}
+				if errors.Is(err, context.DeadlineExceeded) {
+					mu.Lock()
+					timeouts++
+					mu.Unlock()
+				} else if err != nil && !errors.Is(err, alock.ErrLost) {
+					bad.add("step %d: %s %v: %v", step, what, w.l, err)
+				}
+			})
+		}
+		time.Sleep(time.Duration(rand.N(50)) * time.Millisecond)
+		if _, err := other.Exec(ctx, "SELECT pg_advisory_unlock_all()"); err != nil {
+			t.Fatal(err)
+		}
+		if step%12 == 7 {
+			if pids := admin.pids(app); len(pids) > 0 {
+				admin.kill(pids[rand.N(len(pids))])
+			}
+		}
+		if !within(t, 10*time.Second, fmt.Sprintf("step %d", step), wg.Wait) {
+			t.FailNow()
+		}
+		for _, w := range workers {
+			if w.l.Locked() && w.held == 0 {
+				t.Fatalf("step %d: %v Locked, but its goroutine holds nothing", step, w.l)
+			}
+			if !w.l.Locked() && w.held > 0 {
+				lost++
+				for ; w.held > 0; w.held-- {
+					if err := w.l.Release(ctx); !errors.Is(err, alock.ErrLost) {
+						t.Errorf("step %d: Release of a lost %v: %v", step, w.l, err)
+					}
+				}
+			}
+		}
+		var got map[string]int
+		deadline := time.Now().Add(3 * time.Second)
+		for {
+			got = admin.a5Backends(app)
+			if matches(got, want()) || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if w := want(); !matches(got, w) {
+			t.Fatalf("step %d: pg_locks (backends per hold) %v; the Locks hold %v", step, got, w)
+		}
+		if _, waiting := admin.granted(app); waiting != 0 {
+			t.Fatalf("step %d: %d waits left on the server", step, waiting)
+		}
+	}
+	bad.report(t, "steps")
+	t.Logf("%d Acquires granted, %d deadlines, %d holds found lost", acquired, timeouts, lost)
+	for _, w := range workers {
+		for ; w.held > 0; w.held-- {
+			if err := w.l.Release(ctx); err != nil && !errors.Is(err, alock.ErrLost) {
+				t.Errorf("Release %v: %v", w.l, err)
+			}
+		}
+	}
+	if got, waiting := admin.granted(app); len(got)+waiting != 0 {
+		t.Errorf("pg_locks at the end: %v (%d waiting)", got, waiting)
+	}
+	if st := lk.Stat(); st.Held != 0 || st.Waiting != 0 {
+		t.Errorf("Stat at the end: %+v", st)
 	}
 }
