@@ -771,3 +771,71 @@ func TestAttack5StepsMatchServerUnderWaits(t *testing.T) {
 		t.Errorf("Stat at the end: %+v", st)
 	}
 }
+
+// TestAttack5WaitBesideHoldFalseDeadlock: a Locker's goroutine holds X
+// (on the first session) and does nothing more; another process holds Z
+// and then waits for X. Another goroutine of the Locker must wait for Z.
+// Nothing is deadlocked: the first goroutine waits for nothing and will
+// let X go. But the wait for Z is placed on the session that holds X (the
+// first session on which no Lock waits), so the server sees a cycle (that
+// session waits for the other process, which waits for that session) and
+// after deadlock_timeout kills one of the waits with 40P01: here the other
+// process's, which started first; the Locker's Acquire gets ErrDeadlock
+// when its wait started first.
+//
+// Known, not fixed: sending a wait to a session without holds (opening one
+// if allowed) removes this case, but not when every session carries holds,
+// and it also hides from the server the real deadlocks it now finds by
+// chance (a goroutine waiting on the session of its own hold). Which to
+// keep is the maintainers' call; remove the Skip to reproduce.
+func TestAttack5WaitBesideHoldFalseDeadlock(t *testing.T) {
+	t.Skip("known: a Locker's wait beside an unrelated hold makes a false server-level deadlock (see the comment)")
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	const app = "a5_false_deadlock"
+	lk := newLocker(t, dsn, app, nil)
+	admin := newA4Admin(t, dsn)
+	a := lk.NewExclusive(alock.Key(1)) // X
+	if err := a.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	other := holdKeys(t, dsn, 2) // Z
+	if _, err := other.Exec(ctx, "SET deadlock_timeout = '200ms'"); err != nil {
+		t.Fatal(err)
+	}
+	otherErr := make(chan error, 1)
+	go func() { // the other process waits for X
+		_, err := other.Exec(ctx, "SELECT pg_advisory_lock(1)")
+		otherErr <- err
+	}()
+	pgtest.WaitFor(t, "the other process's wait", func() bool {
+		var n int
+		if err := admin.c.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	})
+	pctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+	defer cancel()
+	pErr := make(chan error, 1)
+	go func() { pErr <- lk.NewExclusive(alock.Key(2)).Acquire(pctx) }() // Z
+	time.Sleep(time.Second) // five deadlock_timeouts of the other process
+	if err := a.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-otherErr:
+		if err != nil {
+			t.Errorf("the other process's wait for X, held by a goroutine that waits for nothing: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Error("the other process did not get X after its Release")
+	}
+	if _, err := other.Exec(ctx, "SELECT pg_advisory_unlock_all()"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-pErr; err != nil {
+		t.Errorf("the wait for Z, free once the other process got X and let both go: %v", err)
+	}
+}
