@@ -839,3 +839,61 @@ func TestAttack5WaitBesideHoldFalseDeadlock(t *testing.T) {
 		t.Errorf("the wait for Z, free once the other process got X and let both go: %v", err)
 	}
 }
+
+// TestAttack5CloseWithMovingWaiters: Close while a Locker (MaxSessions 2)
+// has a waiter on the server on each session, four Locks polling beside
+// them, and waits ending (so pollers move) as Close runs: every Acquire
+// returns (granted before Close, or an error wrapping ErrClosed), no
+// backend is left, Stat shows nothing held or waiting.
+func TestAttack5CloseWithMovingWaiters(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	const app = "a5_close_moving"
+	ctx10, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	lk, err := alock.NewLocker(ctx10, withParam(dsn, "application_name", app), &alock.LockerOptions{MaxSessions: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := newA4Admin(t, dsn)
+	holdKeys(t, dsn, 100, 101, 102, 103)
+	ending := holdKeys(t, dsn, 110, 111)
+	errs := make(chan error, 6)
+	for _, k := range []int64{110, 111, 100, 101, 102, 103} {
+		go func() {
+			l := lk.NewExclusive(alock.Key(k))
+			err := l.Acquire(ctx10)
+			if err == nil {
+				if err = l.Release(ctx); errors.Is(err, alock.ErrClosed) || errors.Is(err, alock.ErrLost) {
+					err = nil
+				}
+			}
+			errs <- err
+		}()
+		if k >= 110 {
+			pgtest.WaitFor(t, "a wait on the server", func() bool { _, w := admin.a5PerPID(app); return len(w) == int(k-109) })
+		}
+	}
+	pgtest.WaitFor(t, "six waiting", func() bool { return lk.Stat().Waiting == 6 })
+	time.Sleep(50 * time.Millisecond)
+	go func() { _ = ending.Close(ctx) }()
+	time.Sleep(time.Duration(rand.N(20)) * time.Millisecond)
+	if err := lk.Close(ctx10); err != nil {
+		t.Fatal(err)
+	}
+	for range 6 {
+		select {
+		case err := <-errs:
+			if err != nil && !errors.Is(err, alock.ErrClosed) {
+				t.Errorf("an Acquire ended by Close: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("an Acquire has not returned 5 s after Close")
+		}
+	}
+	if st := lk.Stat(); st.Held != 0 || st.Waiting != 0 || st.Sessions != 0 {
+		t.Errorf("Stat after Close: %+v", st)
+	}
+	pgtest.WaitFor(t, "no backend left", func() bool { return len(admin.pids(app)) == 0 })
+}
