@@ -897,3 +897,67 @@ func TestAttack5CloseWithMovingWaiters(t *testing.T) {
 	}
 	pgtest.WaitFor(t, "no backend left", func() bool { return len(admin.pids(app)) == 0 })
 }
+
+// TestAttack5FreedLocksReachWaitersPromptly: a Locker (MaxSessions 2)
+// with six Locks waiting for six ids that six other connections hold (two
+// wait on the server, four poll); the ids are let go one at a time, 150
+// ms apart, in a random order. Each waiter must have its id within 300 ms
+// of the release (a waiter on the server at once, a poller within its 200
+// ms bound; pollers move to the sessions the granted waiters leave).
+func TestAttack5FreedLocksReachWaitersPromptly(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	const app = "a5_prompt"
+	lk := newLocker(t, dsn, app, &alock.LockerOptions{MaxSessions: 2})
+	const n = 6
+	var holders [n]*pgx.Conn
+	for i := range n {
+		holders[i] = holdKeys(t, dsn, int64(100+i))
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	got := make(chan struct {
+		k  int
+		at time.Time
+	}, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			l := lk.NewExclusive(alock.Key(int64(100 + i)))
+			if err := l.Acquire(wctx); err != nil {
+				t.Errorf("waiter %d: %v", i, err)
+				return
+			}
+			got <- struct {
+				k  int
+				at time.Time
+			}{i, time.Now()}
+			if err := l.Release(ctx); err != nil {
+				t.Errorf("Release %d: %v", i, err)
+			}
+		})
+	}
+	pgtest.WaitFor(t, "six waiting", func() bool { return lk.Stat().Waiting == n })
+	time.Sleep(100 * time.Millisecond)
+	var freed [n]time.Time
+	for _, i := range rand.Perm(n) {
+		freed[i] = time.Now()
+		if _, err := holders[i].Exec(ctx, "SELECT pg_advisory_unlock_all()"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(150 * time.Millisecond)
+	}
+	wg.Wait()
+	close(got)
+	var lat []time.Duration
+	for g := range got {
+		d := g.at.Sub(freed[g.k])
+		lat = append(lat, d)
+		if d > 300*time.Millisecond {
+			t.Errorf("waiter %d had its id %v after the release", g.k, d)
+		}
+	}
+	slices.Sort(lat)
+	t.Logf("latencies from release to grant: %v", lat)
+}
