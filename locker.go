@@ -203,8 +203,9 @@ func (lk *Locker) watch(ctx context.Context, s *lockerSession, c *core.Lock) (co
 }
 
 // unwatch ends a wait on s: its count, and its mover if any. It reports
-// whether the mover was moved; if s no longer carries a wait, movers are
-// moved to it.
+// whether the mover was moved; then movers are moved to a session free of
+// waits, if there is one now (s, or one a mover moved to was granted
+// before it could go).
 func (lk *Locker) unwatch(s *lockerSession, m *mover) (moved bool) {
 	lk.mu.Lock()
 	defer lk.mu.Unlock()
@@ -214,7 +215,7 @@ func (lk *Locker) unwatch(s *lockerSession, m *mover) (moved bool) {
 		m.move(nil)
 		moved = m.moved
 	}
-	if s.waits == 0 {
+	if len(lk.movers) > 0 {
 		lk.moveWaiters()
 	}
 	return moved
