@@ -820,7 +820,8 @@ func TestAttack5WaitBesideHoldFalseDeadlock(t *testing.T) {
 	defer cancel()
 	pErr := make(chan error, 1)
 	go func() { pErr <- lk.NewExclusive(alock.Key(2)).Acquire(pctx) }() // Z
-	time.Sleep(time.Second) // five deadlock_timeouts of the other process
+	// Five deadlock_timeouts of the other process.
+	time.Sleep(time.Second)
 	if err := a.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
