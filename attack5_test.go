@@ -962,3 +962,74 @@ func TestAttack5FreedLocksReachWaitersPromptly(t *testing.T) {
 	slices.Sort(lat)
 	t.Logf("latencies from release to grant: %v", lat)
 }
+
+// TestAttack5WaitersReplaceKilledSessions: 30 Locks of a Locker
+// (MaxSessions 3) wait for 30 ids another connection holds; every backend
+// of the Locker is terminated at once, three times, 150 ms apart. The
+// waiters move on to new sessions together: the server never sees more
+// than 3 of the Locker's sessions, and after the last kill there is again
+// one wait on the server per session (3); then the waiters are cancelled
+// and nothing is left.
+func TestAttack5WaitersReplaceKilledSessions(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	const app, n = "a5_waiters_killed", 30
+	lk := newLocker(t, dsn, app, &alock.LockerOptions{MaxSessions: 3})
+	admin := newA4Admin(t, dsn)
+	var keys []int64
+	for i := range int64(n) {
+		keys = append(keys, 100+i)
+	}
+	holdKeys(t, dsn, keys...)
+	stop := make(chan struct{})
+	most := a4MaxBackends(t, dsn, app, stop)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, k := range keys {
+		wg.Go(func() {
+			if err := lk.NewExclusive(alock.Key(k)).Acquire(wctx); !errors.Is(err, context.Canceled) {
+				t.Errorf("waiter %d: %v", k, err)
+			}
+		})
+	}
+	pgtest.WaitFor(t, "30 waiting", func() bool { return lk.Stat().Waiting == n })
+	for range 3 {
+		time.Sleep(150 * time.Millisecond)
+		for _, pid := range admin.pids(app) {
+			admin.kill(pid)
+		}
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	var per map[uint32]int
+	spread := func() bool {
+		for _, w := range per {
+			if w != 1 {
+				return false
+			}
+		}
+		return len(per) == 3
+	}
+	for time.Now().Before(deadline) {
+		if _, per = admin.a5PerPID(app); spread() {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !spread() {
+		t.Errorf("after the kills, waits on the server per backend %v; want one on each of 3", per)
+	}
+	cancel()
+	wg.Wait()
+	close(stop)
+	if seen := most(); seen > 3 {
+		t.Errorf("the server saw %d sessions, MaxSessions 3", seen)
+	}
+	if st := lk.Stat(); st.Held != 0 || st.Waiting != 0 || st.Sessions > 3 {
+		t.Errorf("Stat at the end: %+v", st)
+	}
+	if granted, waiting := admin.granted(app); len(granted)+waiting != 0 {
+		t.Errorf("pg_locks at the end: %v (%d waiting)", granted, waiting)
+	}
+}
