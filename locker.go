@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,7 +28,9 @@ import (
 // Session's Lock does (see Session): a wait never keeps the session from
 // other goroutines' operations. Another process's release is therefore seen
 // at once by a waiter that waits on the server, and within 200 ms by one
-// that polls because its session already carries another wait.
+// that polls because its session already carries another wait (every
+// session does): as soon as a session carries no wait, one such poller
+// moves there and waits on the server.
 //
 // A new hold goes to the first session on which no Lock waits at the
 // server. So the uncontended operations of many goroutines share one
@@ -47,6 +50,7 @@ type Locker struct {
 	opening  int // sessions being opened, counted against MaxSessions
 	table    table
 	closed   bool
+	movers   []*mover // Locks sent to wait beside another wait (see watch)
 
 	held         atomic.Int64
 	waiting      atomic.Int64
@@ -62,6 +66,21 @@ type lockerSession struct {
 	load  int // holds and waits on it; guarded by the Locker's mu
 	waits int // Locks sent to it to wait; guarded by the Locker's mu
 }
+
+// mover is a Lock sent to wait on a session that already carried a wait:
+// unless that wait ends first, it polls there, and a hot id can stay held
+// through every poll. So when another session comes to carry no wait, it
+// is moved there (its wait is ended with errMoved, and chosen again), to
+// wait on the server.
+type mover struct {
+	session *lockerSession
+	core    *core.Lock
+	move    context.CancelCauseFunc
+	moved   bool
+}
+
+// errMoved ends the wait of a mover sent to a session free of waits.
+var errMoved = errors.New("alock: moved to a session free of waits")
 
 // LockerOptions are a Locker's optional settings; the zero value (or a nil
 // *LockerOptions) gives the defaults.
@@ -125,7 +144,7 @@ func (lk *Locker) NewShare(ids ...ID) *Lock { return lk.newLock(Share, ids) }
 // over the sessions (one Lock per session waits on the server, the others
 // poll). When every open session has a wait it opens one more, up to
 // MaxSessions, and past that takes the one with the fewest holds (or, for
-// a wait, the fewest waits).
+// a wait, the fewest waits: see watch for what follows).
 func (lk *Locker) session(ctx context.Context, wait bool) (s *lockerSession, err error) {
 	lk.mu.Lock()
 	for s == nil {
@@ -161,8 +180,67 @@ func (lk *Locker) session(ctx context.Context, wait bool) (s *lockerSession, err
 	if wait {
 		s.waits++
 	}
+	if len(lk.movers) > 0 { // s may have just been opened, free of waits
+		lk.moveWaiters()
+	}
 	lk.mu.Unlock()
 	return s, nil
+}
+
+// watch returns the ctx of a wait on s (of core, counted by session): a
+// mover's when s already carries another wait.
+func (lk *Locker) watch(ctx context.Context, s *lockerSession, c *core.Lock) (context.Context, *mover) {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	if s.waits <= 1 {
+		return ctx, nil
+	}
+	wctx, move := context.WithCancelCause(ctx)
+	m := &mover{session: s, core: c, move: move}
+	lk.movers = append(lk.movers, m)
+	lk.moveWaiters() // a session may have come free since the choice
+	return wctx, m
+}
+
+// unwatch ends a wait on s: its count, and its mover if any. It reports
+// whether the mover was moved; then movers are moved to a session free of
+// waits, if there is one now (s, or one a mover moved to was granted
+// before it could go).
+func (lk *Locker) unwatch(s *lockerSession, m *mover) (moved bool) {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	s.waits--
+	if m != nil {
+		lk.movers = slices.DeleteFunc(lk.movers, func(o *mover) bool { return o == m })
+		m.move(nil)
+		moved = m.moved
+	}
+	if len(lk.movers) > 0 {
+		lk.moveWaiters()
+	}
+	return moved
+}
+
+// moveWaiters moves movers that poll, first come first, one to each open
+// session free of waits; the caller holds lk.mu. A mover that has its
+// session's wait slot waits on the server already: it is left alone.
+func (lk *Locker) moveWaiters() {
+	free := 0
+	for _, c := range lk.sessions {
+		if c.waits == 0 && c.gate.SlotFree() {
+			free++
+		}
+	}
+	for len(lk.movers) > 0 && free > 0 {
+		m := lk.movers[0]
+		lk.movers = lk.movers[1:]
+		if m.session.gate.HasSlot(m.core) {
+			continue
+		}
+		m.moved = true
+		m.move(errMoved)
+		free--
+	}
 }
 
 // unload gives back what session counted on s.

@@ -184,18 +184,27 @@ func (k *lockerLock) takeOnSession(ctx context.Context, op string, try, moveOn b
 	h.core = k.coreOn(h.session)
 	ok, err = h.core.TryAcquire(ctx)
 	if err == nil && !ok && !try {
-		// Held elsewhere: wait, on a session where no other Lock waits.
+		// Held elsewhere: wait, on a session where no other Lock waits;
+		// if there is none, beside another wait until one comes free.
 		k.lk.unload(h.session, false)
-		if h.session, err = k.lk.session(ctx, true); err != nil {
-			k.leave(h)
-			return nil, false, false, fmt.Errorf("alock: %s %s: %w", op, k.l, err)
+		for {
+			if h.session, err = k.lk.session(ctx, true); err != nil {
+				k.leave(h)
+				return nil, false, false, fmt.Errorf("alock: %s %s: %w", op, k.l, err)
+			}
+			h.core = k.coreOn(h.session)
+			wctx, m := k.lk.watch(ctx, h.session, h.core)
+			err = h.core.Acquire(wctx)
+			ok = err == nil
+			if moved := k.lk.unwatch(h.session, m); ok || !moved {
+				break
+			}
+			if ctx.Err() != nil { // moved as ctx ended: say why it ended
+				err = fmt.Errorf("alock: %s %s: %w", op, k.l, core.CtxErr(ctx))
+				break
+			}
+			k.lk.unload(h.session, false) // moved: choose again
 		}
-		h.core = k.coreOn(h.session)
-		err = h.core.Acquire(ctx)
-		ok = err == nil
-		k.lk.mu.Lock()
-		h.session.waits--
-		k.lk.mu.Unlock()
 	}
 	if ok && err == nil {
 		return h, true, false, nil

@@ -147,6 +147,13 @@ func (g *Gate) SlotFree() bool {
 	return g.slot == nil
 }
 
+// HasSlot reports whether owner has the wait slot.
+func (g *Gate) HasSlot(owner any) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.slot == owner
+}
+
 // FreeSlot gives back the wait slot if owner has it.
 func (g *Gate) FreeSlot(owner any) {
 	g.mu.Lock()
