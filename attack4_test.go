@@ -218,9 +218,7 @@ func a4Expect(workers []*a4Worker) []string {
 			}
 		}
 	}
-	var out []string
-	out = slices.Sorted(maps.Keys(set))
-	return out
+	return slices.Sorted(maps.Keys(set))
 }
 
 // TestAttack4SessionBatchesEndOnCloseOrLoss: 192 goroutines churn a
@@ -941,9 +939,7 @@ func TestAttack4LockerStepsMatchServer(t *testing.T) {
 				}
 			}
 		}
-		var out []string
-		out = slices.Sorted(maps.Keys(set))
-		return out
+		return slices.Sorted(maps.Keys(set))
 	}
 	var bad a4Errs
 	var lost int

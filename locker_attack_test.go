@@ -101,9 +101,7 @@ func a2Want(held map[*alock.Lock]int, locks []a2Lock) []string {
 			}
 		}
 	}
-	var out []string
-	out = slices.Sorted(maps.Keys(set))
-	return out
+	return slices.Sorted(maps.Keys(set))
 }
 
 // a2Mixed builds Locks over overlapping ids in both modes, single and
@@ -1207,8 +1205,7 @@ func TestAttack2SessionBatchSettle(t *testing.T) {
 				}
 			}
 		}
-		var want []string
-		want = slices.Sorted(maps.Keys(set))
+		want := slices.Sorted(maps.Keys(set))
 		if have := locktest.Holds(t, dsn, s.PID()); !slices.Equal(have, want) {
 			t.Fatalf("round %d (other holds %v by %s): pg_locks %v, library holds %v", round, busy, fn, have, want)
 		}
