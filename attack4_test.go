@@ -702,46 +702,6 @@ func TestAttack4LockerTryMovesOnAfterLoss(t *testing.T) {
 	}
 }
 
-// TestAttack4WaiterDoesNotStarveBatches: 64 goroutines' batched Acquires
-// and Releases on a Session go on at much the same rate when another Lock
-// of the session waits for a lock held elsewhere. Before the wait slot's
-// Lock polled when others queued, it spun through the gate (each turn
-// preempted before it sent anything) and cut the rate 5-8 times (60,000
-// to 7,000-20,000 operations/s under -race; now 80-105%).
-func TestAttack4WaiterDoesNotStarveBatches(t *testing.T) {
-	t.Parallel()
-	dsn := pgtest.NewDatabase(t)
-	ctx := context.Background()
-	holdKeys(t, dsn, 1)
-	s := attackSession(t, dsn, nil)
-	stop := make(chan struct{})
-	var ops atomic.Int64
-	wait := a4Traffic(t, 64, 1000, s.NewExclusive, stop, &ops, nil)
-	rate := func() float64 {
-		time.Sleep(50 * time.Millisecond)
-		start, n := time.Now(), ops.Load()
-		time.Sleep(400 * time.Millisecond)
-		return float64(ops.Load()-n) / time.Since(start).Seconds()
-	}
-	alone := rate()
-	wctx, cancel := context.WithCancel(ctx)
-	waited := make(chan error, 1)
-	go func() { waited <- s.NewExclusive(alock.Key(1)).Acquire(wctx) }()
-	withWaiter := rate()
-	cancel()
-	close(stop)
-	if !within(t, 10*time.Second, "the traffic", wait) {
-		t.FailNow()
-	}
-	if err := <-waited; !errors.Is(err, context.Canceled) {
-		t.Errorf("the waiter: %v", err)
-	}
-	t.Logf("%.0f operations/s alone, %.0f with a waiter", alone, withWaiter)
-	if withWaiter < alone/2 {
-		t.Errorf("a waiter cut the session's rate from %.0f to %.0f operations/s", alone, withWaiter)
-	}
-}
-
 // TestAttack4LockerCloseRacesOpening: Close comes while the Locker opens
 // sessions for waiters that fill every session's wait slot and for 500
 // goroutines' Do on free ids. Every operation returns (nil, or ErrClosed),
