@@ -37,21 +37,38 @@ func (l *Lock) batchable() bool { return l.guard != nil && l.fence == "" && len(
 
 // batched submits op and waits for its result; the caller has the Lock's
 // turn, so no other operation of l runs meanwhile. The goroutine may be
-// made to lead the session's batches meanwhile (see leadBatches).
-func (l *Lock) batched(op *batchOp) {
+// made to lead the session's batches meanwhile (see leadBatches). If ctx
+// ends before a leader has taken op into a batch, op is withdrawn and
+// fails with ctx's error; once taken, it runs. (An unlock's ctx never
+// ends: a Release completes or closes the session.)
+func (l *Lock) batched(ctx context.Context, op *batchOp) {
 	op.l, op.done = l, make(chan struct{})
 	g := l.guard.Gate()
 	lead := g.submit(op)
 	for {
 		if lead {
-			l.leadBatches()
+			l.leadBatches(ctx, op)
 		}
-		<-op.done
+		select {
+		case <-op.done:
+		case <-ctx.Done():
+			if g.withdraw(op) {
+				op.err = ctxErr(ctx)
+				return
+			}
+			<-op.done
+		}
 		if !op.lead {
 			return
 		}
-		// Handed the leadership before op ran: lead, op first.
+		// Handed the leadership before op ran: lead, op first; or, if ctx
+		// has ended meanwhile, lead the others only.
 		op.lead, op.done = false, make(chan struct{})
+		if ctx.Err() != nil {
+			op.err = ctxErr(ctx)
+			l.leadBatches(context.Background(), nil)
+			return
+		}
 		g.resubmit(op)
 		lead = true
 	}
@@ -66,15 +83,30 @@ const maxLeadRounds = 16
 // costs the next leader's wake-up, while the connection idles). After
 // maxLeadRounds it hands the leadership to the goroutine of the first
 // operation still pending. Between batches it leaves the gate, so other
-// users of the session keep their place.
-func (l *Lock) leadBatches() {
+// users of the session keep their place. own is the leader's own op, still
+// pending, if any: if ctx ends while the leader waits for the session the
+// first time, own is withdrawn (done, with ctx's error) and the leadership
+// handed over.
+func (l *Lock) leadBatches(ctx context.Context, own *batchOp) {
 	g := l.guard.Gate()
 	for round := 0; ; round++ {
 		if round == maxLeadRounds {
 			g.handOff()
 			return
 		}
-		if err := g.Enter(context.Background()); err != nil {
+		enter := context.Background()
+		if round == 0 && own != nil {
+			enter = ctx
+		}
+		if err := g.Enter(enter); err != nil {
+			if enter.Err() != nil { // the leader's ctx, not the others'
+				if g.withdraw(own) {
+					own.err = ctxErr(enter)
+					close(own.done)
+				}
+				g.handOff()
+				return
+			}
 			for ops := g.takeBatch(); len(ops) > 0; ops = g.takeBatch() {
 				for _, op := range ops {
 					op.err = err
@@ -210,7 +242,7 @@ func (l *Lock) acquireBatched(ctx context.Context, op operation, try bool) (ok, 
 		return false, true, fmt.Errorf("alock: %s: %w (%d given)", op, ErrTooManyIDs, len(l.tags))
 	}
 	b := &batchOp{}
-	l.batched(b)
+	l.batched(ctx, b)
 	switch {
 	case b.err != nil:
 		return false, true, fmt.Errorf("alock: %s: %w", op, b.err)
@@ -224,7 +256,7 @@ func (l *Lock) acquireBatched(ctx context.Context, op operation, try bool) (ok, 
 // releaseBatched is the unlock of a last Release, batched.
 func (l *Lock) releaseBatched(op operation) error {
 	b := &batchOp{unlock: true}
-	l.batched(b)
+	l.batched(context.Background(), b)
 	err := b.err
 	if err == nil && !b.ok {
 		err = fmt.Errorf("%w: the server did not hold every id", ErrLost)

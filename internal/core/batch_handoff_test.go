@@ -294,3 +294,82 @@ func TestBatchErrorNamesEachOpsLock(t *testing.T) {
 		}
 	}
 }
+
+// batchCtxRun holds the session while a leader's try and another
+// goroutine's try are pending in one batch, each with a ctx of its own,
+// then ends the leader's ctx (cancelLeader) or the other's and lets the
+// session go. It returns both Locks, the statements sent and both results.
+func batchCtxRun(t *testing.T, cancelLeader bool) (leader, other *Lock, statements int64, leaderErr, otherErr error) {
+	t.Helper()
+	c := &grantConn{}
+	g := &roundGuard{}
+	if err := g.Enter(context.Background()); err != nil { // hold the session
+		t.Fatal(err)
+	}
+	ctxs := make([]context.Context, 2)
+	cancels := make([]context.CancelFunc, 2)
+	for i := range ctxs {
+		ctxs[i], cancels[i] = context.WithCancel(context.Background())
+		defer cancels[i]()
+	}
+	locks := make([]*Lock, 2)
+	errs := make([]chan error, 2)
+	for i := range locks {
+		locks[i] = NewLock(c, func() string { return "test" }, Exclusive, []Tag{KeyTag(int64(i))}, Options{Guard: g, PID: grantPID})
+		errs[i] = make(chan error, 1)
+		go func() {
+			ok, err := locks[i].TryAcquire(ctxs[i])
+			if err == nil && !ok {
+				err = errors.New("not taken")
+			}
+			errs[i] <- err
+		}()
+		waitUntil(t, "the try pending", func() bool { return g.gate.pending() == i+1 })
+	}
+	gone := 1 // the goroutine whose ctx ends
+	if cancelLeader {
+		gone = 0
+	}
+	cancels[gone]()
+	select {
+	case err := <-errs[gone]:
+		errs[gone] <- err
+	case <-time.After(5 * time.Second):
+		t.Fatal("a pending try did not return when its ctx ended, while the session was busy")
+	}
+	g.Exit()
+	leaderErr, otherErr = <-errs[0], <-errs[1]
+	return locks[0], locks[1], c.statements.Load(), leaderErr, otherErr
+}
+
+// TestBatchPendingTryEndsWithItsCtx: a try pending in a batch while the
+// session is busy returns when its ctx ends, withdrawn: the leader's try
+// still runs, alone.
+func TestBatchPendingTryEndsWithItsCtx(t *testing.T) {
+	leader, other, n, leaderErr, otherErr := batchCtxRun(t, false)
+	if leaderErr != nil || leader.Count() != 1 {
+		t.Errorf("the leader's try: %v, count %d", leaderErr, leader.Count())
+	}
+	if !errors.Is(otherErr, context.Canceled) || other.Count() != 0 {
+		t.Errorf("the withdrawn try: %v, count %d", otherErr, other.Count())
+	}
+	if n != 1 {
+		t.Errorf("%d statements, want 1", n)
+	}
+}
+
+// TestBatchLeaderCtxEndsWaitingForTheSession: a leader whose ctx ends while
+// it waits for the session returns at once; the leadership passes to the
+// other pending try, which runs once the session is free.
+func TestBatchLeaderCtxEndsWaitingForTheSession(t *testing.T) {
+	leader, other, n, leaderErr, otherErr := batchCtxRun(t, true)
+	if !errors.Is(leaderErr, context.Canceled) || leader.Count() != 0 {
+		t.Errorf("the leader's try: %v, count %d", leaderErr, leader.Count())
+	}
+	if otherErr != nil || other.Count() != 1 {
+		t.Errorf("the other try: %v, count %d", otherErr, other.Count())
+	}
+	if n != 1 {
+		t.Errorf("%d statements, want 1", n)
+	}
+}

@@ -3,6 +3,7 @@ package core
 import (
 	"container/list"
 	"context"
+	"slices"
 	"sync"
 )
 
@@ -243,6 +244,19 @@ func (g *Gate) handOff() {
 	g.batch = g.batch[1:]
 	op.lead = true
 	close(op.done)
+}
+
+// withdraw takes op out of the batch if no leader has taken it yet, and
+// reports whether it did.
+func (g *Gate) withdraw(op *batchOp) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	i := slices.Index(g.batch, op)
+	if i < 0 {
+		return false
+	}
+	g.batch = slices.Delete(g.batch, i, i+1)
+	return true
 }
 
 // resubmit puts back, first, the op of a goroutine handed the leadership.
