@@ -143,8 +143,8 @@ func (lk *Locker) NewShare(ids ...ID) *Lock { return lk.newLock(Share, ids) }
 // one session and go to the server in large batches, while waits spread
 // over the sessions (one Lock per session waits on the server, the others
 // poll). When every open session has a wait it opens one more, up to
-// MaxSessions, and past that takes the one with the fewest holds (or, for
-// a wait, the fewest waits: see watch for what follows).
+// MaxSessions, and past that takes the least loaded one (holds and waits;
+// for a wait, the fewest waits: see watch for what follows).
 func (lk *Locker) session(ctx context.Context, wait bool) (s *lockerSession, err error) {
 	lk.mu.Lock()
 	for s == nil {
@@ -187,14 +187,13 @@ func (lk *Locker) session(ctx context.Context, wait bool) (s *lockerSession, err
 	return s, nil
 }
 
-// watch returns the ctx of a wait on s (of core, counted by session): a
-// mover's when s already carries another wait.
+// watch returns the ctx of a wait on s (of core, counted by session), and
+// registers it as a mover: moveWaiters moves it if it comes to poll beside
+// another wait (whether s carried one when it was chosen or not: two waits
+// that come together race for the slot).
 func (lk *Locker) watch(ctx context.Context, s *lockerSession, c *core.Lock) (context.Context, *mover) {
 	lk.mu.Lock()
 	defer lk.mu.Unlock()
-	if s.waits <= 1 {
-		return ctx, nil
-	}
 	wctx, move := context.WithCancelCause(ctx)
 	m := &mover{session: s, core: c, move: move}
 	lk.movers = append(lk.movers, m)
@@ -202,41 +201,41 @@ func (lk *Locker) watch(ctx context.Context, s *lockerSession, c *core.Lock) (co
 	return wctx, m
 }
 
-// unwatch ends a wait on s: its count, and its mover if any. It reports
-// whether the mover was moved; then movers are moved to a session free of
-// waits, if there is one now (s, or one a mover moved to was granted
-// before it could go).
+// unwatch ends a wait on s: its count, and its mover. It reports whether
+// the mover was moved; then movers are moved to a session free of waits,
+// if there is one now (s, or one a mover moved to was granted before it
+// could go).
 func (lk *Locker) unwatch(s *lockerSession, m *mover) (moved bool) {
 	lk.mu.Lock()
 	defer lk.mu.Unlock()
 	s.waits--
-	if m != nil {
-		lk.movers = slices.DeleteFunc(lk.movers, func(o *mover) bool { return o == m })
-		m.move(nil)
-		moved = m.moved
-	}
+	lk.movers = slices.DeleteFunc(lk.movers, func(o *mover) bool { return o == m })
+	m.move(nil)
+	moved = m.moved
 	if len(lk.movers) > 0 {
 		lk.moveWaiters()
 	}
 	return moved
 }
 
-// moveWaiters moves movers that poll, first come first, one to each open
-// session free of waits; the caller holds lk.mu. A mover that has its
-// session's wait slot waits on the server already: it is left alone.
+// moveWaiters moves the movers that poll beside another wait (another Lock
+// has their session's wait slot), first come first, one to each open
+// session free of waits; the caller holds lk.mu. The others stay listed:
+// one that waits on the server, or has not come to the slot yet.
 func (lk *Locker) moveWaiters() {
 	free := 0
 	for _, c := range lk.sessions {
-		if c.waits == 0 && c.gate.SlotFree() {
+		if c.waits == 0 && c.gate.SlotFree() && !c.lost() {
 			free++
 		}
 	}
-	for len(lk.movers) > 0 && free > 0 {
-		m := lk.movers[0]
-		lk.movers = lk.movers[1:]
-		if m.session.gate.HasSlot(m.core) {
+	for i := 0; i < len(lk.movers) && free > 0; {
+		m := lk.movers[i]
+		if g := &m.session.gate; g.SlotFree() || g.HasSlot(m.core) {
+			i++
 			continue
 		}
+		lk.movers = slices.Delete(lk.movers, i, i+1)
 		m.moved = true
 		m.move(errMoved)
 		free--
@@ -244,12 +243,9 @@ func (lk *Locker) moveWaiters() {
 }
 
 // unload gives back what session counted on s.
-func (lk *Locker) unload(s *lockerSession, wait bool) {
+func (lk *Locker) unload(s *lockerSession) {
 	lk.mu.Lock()
 	s.load--
-	if wait {
-		s.waits--
-	}
 	lk.mu.Unlock()
 }
 
@@ -264,8 +260,9 @@ func (lk *Locker) pick() *lockerSession {
 	return nil
 }
 
-// leastLoaded returns the open session with the fewest holds (or waits),
-// nil if none is open; the caller holds lk.mu.
+// leastLoaded returns the open session with the least load (holds and
+// waits), or with the fewest waits, nil if none is open; the caller holds
+// lk.mu.
 func (lk *Locker) leastLoaded(waits bool) (s *lockerSession) {
 	n := func(c *lockerSession) int {
 		if waits {

@@ -186,7 +186,7 @@ func (k *lockerLock) takeOnSession(ctx context.Context, op string, try, moveOn b
 	if err == nil && !ok && !try {
 		// Held elsewhere: wait, on a session where no other Lock waits;
 		// if there is none, beside another wait until one comes free.
-		k.lk.unload(h.session, false)
+		k.lk.unload(h.session)
 		for {
 			if h.session, err = k.lk.session(ctx, true); err != nil {
 				k.leave(h)
@@ -196,21 +196,23 @@ func (k *lockerLock) takeOnSession(ctx context.Context, op string, try, moveOn b
 			wctx, m := k.lk.watch(ctx, h.session, h.core)
 			err = h.core.Acquire(wctx)
 			ok = err == nil
-			if moved := k.lk.unwatch(h.session, m); ok || !moved {
+			// Go on only if the wait ended because it was moved, not on
+			// an error of its own that came as it was being moved.
+			if moved := k.lk.unwatch(h.session, m); ok || !moved || !errors.Is(err, errMoved) {
 				break
 			}
 			if ctx.Err() != nil { // moved as ctx ended: say why it ended
 				err = fmt.Errorf("alock: %s %s: %w", op, k.l, core.CtxErr(ctx))
 				break
 			}
-			k.lk.unload(h.session, false) // moved: choose again
+			k.lk.unload(h.session) // moved: choose again
 		}
 	}
 	if ok && err == nil {
 		return h, true, false, nil
 	}
 	if moveOn && errors.Is(err, ErrLost) && ctx.Err() == nil {
-		k.lk.unload(h.session, false)
+		k.lk.unload(h.session)
 		return nil, false, true, err
 	}
 	k.leave(h)

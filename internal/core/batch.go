@@ -62,11 +62,11 @@ func (l *Lock) batched(ctx context.Context, op *batchOp) {
 			return
 		}
 		// Handed the leadership before op ran: lead, op first; or, if ctx
-		// has ended meanwhile, lead the others only.
+		// has ended meanwhile, pass it on.
 		op.lead, op.done = false, make(chan struct{})
 		if ctx.Err() != nil {
 			op.err = ctxErr(ctx)
-			l.leadBatches(context.Background(), nil)
+			g.handOff()
 			return
 		}
 		g.resubmit(op)

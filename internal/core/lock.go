@@ -108,6 +108,10 @@ func (l *Lock) acquire(ctx context.Context, op operation, try bool) (bool, error
 				return false, fmt.Errorf("alock: %s: %w", op, err)
 			}
 			pause = min(2*pause, pollMax)
+		case soon:
+			if err := sleep(ctx, pollMin); err != nil {
+				return false, fmt.Errorf("alock: %s: %w", op, err)
+			}
 		}
 	}
 }
@@ -117,6 +121,7 @@ const (
 	done  = iota // return its result
 	again        // preempted: try again at once
 	poll         // another Lock of the session waits on the server: try again later
+	soon         // the session was busy as the wait slot's Lock came: try again after pollMin
 )
 
 // Bounds of the pause between the tries of a Lock that polls.

@@ -12,9 +12,10 @@ import (
 // the connection from the session's other users: the one Lock that has the
 // session's wait slot waits on the server, preemptibly (another user
 // interrupts the wait, which gives back what it took and starts again);
-// any other polls with a try. So does the slot's Lock when another user
-// already queues for the session as it comes: its wait would be preempted
-// before it is sent, and under steady traffic it would never try at all.
+// any other polls with a try. The slot's Lock tries too when another user
+// already queues for the session as it comes (its wait would be preempted
+// before it is sent, and under steady traffic it would never try at all),
+// and comes back soon, keeping the slot.
 func (l *Lock) takeOrWait(ctx context.Context, op operation, try bool, send []Tag) (bool, reply, int, error) {
 	if try || l.guard == nil {
 		ok, r, err := l.take(ctx, op, try, send)
@@ -30,7 +31,11 @@ func (l *Lock) takeOrWait(ctx context.Context, op operation, try bool, send []Ta
 	withdraw := gate.Preemptible(func() { cancel(errPreempted) })
 	defer withdraw()
 	if wctx.Err() != nil && ctx.Err() == nil { // preempted at once: others queue
-		return l.pollOnce(ctx, op, send)
+		ok, r, err := l.take(ctx, op, true, send)
+		if err == nil && !ok {
+			return false, reply{}, soon, nil
+		}
+		return ok, r, done, err
 	}
 	ok, r, err := l.take(wctx, op, false, send)
 	if err != nil && ctx.Err() == nil && l.conn.Closed() { // terminated, or closed by Close

@@ -21,10 +21,10 @@ func (c *refuseConn) QueryText(ctx context.Context, sql string, args []any) (str
 
 // TestWaitSlotPreemptedAtOncePolls: the Lock that takes the session's wait
 // slot while another user already queues for the session is preempted
-// before it could send its wait; it must then try once, as a poller does,
-// not return having sent nothing (under steady traffic it would never try
-// at all: a freed lock reached it 1-3 s late, or only once the traffic
-// stopped).
+// before it could send its wait; it must then try once and come back soon
+// (pollMin, not a poller's growing pause), not return having sent nothing
+// (under steady traffic it would never try at all: a freed lock reached it
+// 1-3 s late, or only once the traffic stopped).
 func TestWaitSlotPreemptedAtOncePolls(t *testing.T) {
 	ctx := context.Background()
 	c := &refuseConn{}
@@ -47,8 +47,8 @@ func TestWaitSlotPreemptedAtOncePolls(t *testing.T) {
 		t.Fatal(err)
 	}
 	g.Exit()
-	if err != nil || ok || next != poll {
-		t.Fatalf("takeOrWait: ok %v, next %d, err %v; want a poll (sent %q)", ok, next, err, c.sent)
+	if err != nil || ok || next != soon {
+		t.Fatalf("takeOrWait: ok %v, next %d, err %v; want soon (sent %q)", ok, next, err, c.sent)
 	}
 	if n := c.statements.Load(); n != 1 {
 		t.Fatalf("%d statements sent, want the one try: %q", n, c.sent)
