@@ -35,7 +35,11 @@ import (
 // A new hold goes to the first session on which no Lock waits at the
 // server. So the uncontended operations of many goroutines share one
 // session, where they go to the server together, many in one statement
-// (see Session), while waits spread over the sessions.
+// (see Session), while waits spread over the sessions. The server sees
+// sessions, not goroutines: a wait on a session that carries another
+// goroutine's hold can close a cycle with another process that is not a
+// deadlock of the goroutines, and the server then fails one of the waits
+// (with ErrDeadlock if it is the Locker's): retry, as for any deadlock.
 //
 // When a session is lost, every Lock it carried reports it (Lost closes,
 // Release returns an error wrapping ErrLost, Do's ctx ends), and later
