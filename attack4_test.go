@@ -710,6 +710,7 @@ func TestAttack4LockerTryMovesOnAfterLoss(t *testing.T) {
 func TestAttack4LockerCloseRacesOpening(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
+	srv := newA4Admin(t, dsn)
 	ctx := context.Background()
 	holdKeys(t, dsn, 1, 2, 3, 4)
 	for round := range 5 {
@@ -753,7 +754,7 @@ func TestAttack4LockerCloseRacesOpening(t *testing.T) {
 		if did.Load()+closedErrs.Load() != 504 || did.Load() > 500 {
 			t.Errorf("round %d: %d done, %d ErrClosed", round, did.Load(), closedErrs.Load())
 		}
-		pgtest.WaitFor(t, "no backend of the closed Locker", func() bool { return a2Sessions(t, dsn, app) == 0 })
+		pgtest.WaitFor(t, "no backend of the closed Locker", func() bool { return len(srv.pids(app)) == 0 })
 		if st := lk.Stat(); st.Sessions != 0 || st.Held != 0 || st.Waiting != 0 {
 			t.Errorf("round %d: Stat after Close: %+v", round, st)
 		}

@@ -26,44 +26,6 @@ import (
 	"github.com/pgalock/alock/internal/pgtest"
 )
 
-// a2Granted returns the distinct granted advisory locks (id/mode) of the
-// backends with application_name app, and how many rows wait.
-func a2Granted(t *testing.T, dsn, app string) (granted []string, waiting int) {
-	t.Helper()
-	admin := pgtest.Connect(t, dsn)
-	rows, err := admin.Query(context.Background(), `SELECT a.pid FROM pg_stat_activity a WHERE a.application_name = $1`, app)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pids []uint32
-	for rows.Next() {
-		var pid uint32
-		if err := rows.Scan(&pid); err != nil {
-			t.Fatal(err)
-		}
-		pids = append(pids, pid)
-	}
-	rows.Close()
-	set := map[string]bool{}
-	for _, pid := range pids {
-		for _, h := range locktest.Holds(t, dsn, pid) {
-			if strings.HasSuffix(h, "(waiting)") {
-				waiting++
-				continue
-			}
-			set[h] = true
-		}
-	}
-	granted = slices.Sorted(maps.Keys(set))
-	return granted, waiting
-}
-
-// a2Session counts the backends with application_name app.
-func a2Sessions(t *testing.T, dsn, app string) int {
-	n, _, _ := backends(t, dsn, app)
-	return n
-}
-
 // TestAttack2LockerZeroIDs: a Lock with no ids counts without the server
 // (lock.go), as a Session's does (locktest zeroIDs). A Locker's must too.
 func TestAttack2LockerZeroIDs(t *testing.T) {
@@ -265,6 +227,7 @@ func TestAttack2SessionBatchChurn(t *testing.T) {
 func TestAttack2LockerChurn(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
+	srv := newA4Admin(t, dsn)
 	const app = "a2_churn"
 	lk := newLocker(t, dsn, app, &alock.LockerOptions{MaxSessions: 3})
 	locks := a2Mixed(lk.NewExclusive, lk.NewShare)
@@ -308,7 +271,7 @@ func TestAttack2LockerChurn(t *testing.T) {
 				return
 			case <-time.After(50 * time.Millisecond):
 			}
-			if n := a2Sessions(t, dsn, app); n > 3 {
+			if n := len(srv.pids(app)); n > 3 {
 				t.Errorf("%d sessions open, MaxSessions is 3", n)
 			}
 		}
@@ -324,7 +287,7 @@ func TestAttack2LockerChurn(t *testing.T) {
 		}
 	}
 	want := a2Want(held, locks)
-	got, waiting := a2Granted(t, dsn, app)
+	got, waiting := srv.granted(app)
 	if !slices.Equal(got, want) || waiting != 0 {
 		t.Errorf("pg_locks at quiescence: %v (%d waiting), library holds %v", got, waiting, want)
 	}
@@ -345,7 +308,7 @@ func TestAttack2LockerChurn(t *testing.T) {
 			}
 		}
 	}
-	if got, waiting := a2Granted(t, dsn, app); len(got)+waiting != 0 {
+	if got, waiting := srv.granted(app); len(got)+waiting != 0 {
 		t.Errorf("pg_locks after releasing everything: %v, %d waiting", got, waiting)
 	}
 	if st := lk.Stat(); st.Held != 0 || st.Waiting != 0 {
@@ -415,6 +378,7 @@ func TestAttack2SessionFullLockTableBatch(t *testing.T) {
 func TestAttack2LockerFencedReleaseTimeout(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
+	srv := newA4Admin(t, dsn)
 	ctx := context.Background()
 	const app = "a2_fenced_release"
 	lk := newLocker(t, dsn, app, &alock.LockerOptions{MaxSessions: 1,
@@ -436,7 +400,7 @@ func TestAttack2LockerFencedReleaseTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("Release with a short ctx while the session is busy: %v; Locked %v", rerr, a.Locked())
-	got, _ := a2Granted(t, dsn, app)
+	got, _ := srv.granted(app)
 	serverHas := slices.Contains(got, hold(alock.Key(1), alock.Exclusive))
 	if serverHas != a.Locked() {
 		t.Errorf("after Release: %v: Locked %v, but pg_locks shows %v (a ghost lock the Locker forgot)", rerr, a.Locked(), got)
@@ -449,14 +413,14 @@ func TestAttack2LockerFencedReleaseTimeout(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got, _ := a2Granted(t, dsn, app); len(got) != 0 {
+	if got, _ := srv.granted(app); len(got) != 0 {
 		t.Errorf("pg_locks after releasing everything: %v (the Locker holds nothing)", got)
 	}
 	// Re-acquiring and releasing the Lock must leave nothing either.
 	if err := a.Do(ctx, func(context.Context) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := a2Granted(t, dsn, app); len(got) != 0 {
+	if got, _ := srv.granted(app); len(got) != 0 {
 		t.Errorf("pg_locks after a Do of the same Lock: %v", got)
 	}
 }
@@ -508,6 +472,7 @@ func TestAttack2LockerWaiterSurvivesSessionLoss(t *testing.T) {
 func TestAttack2LockerCancelCausePhases(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
+	srv := newA4Admin(t, dsn)
 	ctx := context.Background()
 	const app = "a2_cancel_phases"
 	holdKeys(t, dsn, 10, 11)
@@ -558,7 +523,7 @@ func TestAttack2LockerCancelCausePhases(t *testing.T) {
 	if err := inproc.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	got, waiting := a2Granted(t, dsn, app)
+	got, waiting := srv.granted(app)
 	if len(got) != 0 || waiting != 0 {
 		t.Errorf("pg_locks: %v, %d waiting; want nothing", got, waiting)
 	}
@@ -584,6 +549,7 @@ func TestAttack2LockerCancelCausePhases(t *testing.T) {
 func TestAttack2LockerCrossedMultiIDs(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
+	srv := newA4Admin(t, dsn)
 	ctx := context.Background()
 	const app = "a2_crossed"
 	lk := newLocker(t, dsn, app, &alock.LockerOptions{MaxSessions: 2})
@@ -617,7 +583,7 @@ func TestAttack2LockerCrossedMultiIDs(t *testing.T) {
 	if !within(t, 30*time.Second, "the crossed Locks", wg.Wait) {
 		t.FailNow()
 	}
-	if got, waiting := a2Granted(t, dsn, app); len(got)+waiting != 0 {
+	if got, waiting := srv.granted(app); len(got)+waiting != 0 {
 		t.Errorf("pg_locks: %v, %d waiting", got, waiting)
 	}
 }
@@ -677,6 +643,7 @@ func a2LockerLocks(lk *alock.Locker) []*alock.Lock {
 func TestAttack2LockerCloseRacesTraffic(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
+	srv := newA4Admin(t, dsn)
 	for round := range 4 {
 		app := fmt.Sprintf("a2_close_race_%d", round)
 		ctx := context.Background()
@@ -728,7 +695,7 @@ func TestAttack2LockerCloseRacesTraffic(t *testing.T) {
 		if !within(t, 15*time.Second, "the workers after Close", wg.Wait) {
 			t.FailNow()
 		}
-		pgtest.WaitFor(t, "no session left", func() bool { return a2Sessions(t, dsn, app) == 0 })
+		pgtest.WaitFor(t, "no session left", func() bool { return len(srv.pids(app)) == 0 })
 		if st := lk.Stat(); st.Sessions != 0 || st.Waiting != 0 {
 			t.Errorf("round %d: Stat after Close: %+v", round, st)
 		}
@@ -746,6 +713,7 @@ func TestAttack2LockerCloseRacesTraffic(t *testing.T) {
 func TestAttack2LockerKillRacesTraffic(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
+	srv := newA4Admin(t, dsn)
 	ctx := context.Background()
 	const app = "a2_kill_race"
 	holdKeys(t, dsn, 5)
@@ -761,7 +729,7 @@ func TestAttack2LockerKillRacesTraffic(t *testing.T) {
 				return
 			case <-time.After(20 * time.Millisecond):
 			}
-			if n := a2Sessions(t, dsn, app); int32(n) > maxSeen.Load() {
+			if n := len(srv.pids(app)); int32(n) > maxSeen.Load() {
 				maxSeen.Store(int32(n))
 			}
 		}
@@ -835,7 +803,7 @@ func TestAttack2LockerKillRacesTraffic(t *testing.T) {
 		}
 	}
 	want = slices.Sorted(maps.Keys(set))
-	if got, waiting := a2Granted(t, dsn, app); !slices.Equal(got, want) || waiting != 0 {
+	if got, waiting := srv.granted(app); !slices.Equal(got, want) || waiting != 0 {
 		t.Errorf("pg_locks at quiescence: %v (%d waiting), library holds %v", got, waiting, want)
 	}
 	for l, n := range held {
@@ -971,6 +939,7 @@ func TestAttack2LockerLeadKill(t *testing.T) {
 func TestAttack2LockerTinyDeadlines(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
+	srv := newA4Admin(t, dsn)
 	ctx := context.Background()
 	const app = "a2_tiny"
 	lk := newLocker(t, dsn, app, &alock.LockerOptions{MaxSessions: 2})
@@ -1018,7 +987,7 @@ func TestAttack2LockerTinyDeadlines(t *testing.T) {
 			t.Errorf("%v Locked at the end", l)
 		}
 	}
-	if got, waiting := a2Granted(t, dsn, app); len(got)+waiting != 0 {
+	if got, waiting := srv.granted(app); len(got)+waiting != 0 {
 		t.Errorf("pg_locks at the end: %v, %d waiting", got, waiting)
 	}
 	if st := lk.Stat(); st.Held != 0 || st.Waiting != 0 {
