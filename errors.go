@@ -77,6 +77,15 @@ func (e *LostError) Error() string { return e.Err.Error() }
 // Unwrap returns the error it wraps, which wraps ErrLost.
 func (e *LostError) Unwrap() error { return e.Err }
 
+// orLost is err, the cause a session ended with, or ErrLost when there is
+// none (the server no longer held the lock).
+func orLost(err error) error {
+	if err != nil {
+		return err
+	}
+	return ErrLost
+}
+
 // lostError wraps err in a *LostError for ids if it is a loss.
 func lostError(ids []ID, err error) error {
 	if err == nil || !errors.Is(err, ErrLost) {

@@ -55,11 +55,15 @@ type sites struct {
 	m  map[*pgx.Conn]map[*Lock]string
 }
 
-// note records l's acquisition site (skip frames above the caller of
-// Acquire) if it is not recorded yet, or forgets it if l is not held.
-func (s *sites) note(l *Lock, held bool, skip int) {
+// note records l's acquisition site (the caller of the Lock method that
+// calls note) if it is not recorded yet, or forgets it if l is not held.
+// Without GuardPool it costs one atomic load.
+func (s *sites) note(l *Lock, held bool) {
+	if poolGuards.Load() == 0 {
+		return
+	}
 	c := l.plainConn()
-	if c == nil || poolGuards.Load() == 0 {
+	if c == nil {
 		return
 	}
 	s.mu.Lock()
@@ -73,7 +77,7 @@ func (s *sites) note(l *Lock, held bool, skip int) {
 		return
 	}
 	site := "unknown"
-	if _, file, line, ok := runtime.Caller(skip + 1); ok {
+	if _, file, line, ok := runtime.Caller(2); ok {
 		site = fmt.Sprintf("%s:%d", file, line)
 	}
 	if byLock == nil {

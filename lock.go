@@ -98,7 +98,7 @@ func (l *Lock) Acquire(ctx context.Context) error {
 		_, err = l.locker.acquire(ctx, false)
 	} else {
 		err = lostError(l.ids, l.core.Acquire(ctx))
-		acquireSites.note(l, err == nil, 1)
+		acquireSites.note(l, err == nil)
 	}
 	l.traceEnd(ctx, err == nil, err)
 	return err
@@ -120,7 +120,7 @@ func (l *Lock) TryAcquire(ctx context.Context) (bool, error) {
 	} else {
 		ok, err = l.core.TryAcquire(ctx)
 		err = lostError(l.ids, err)
-		acquireSites.note(l, ok && err == nil, 1)
+		acquireSites.note(l, ok && err == nil)
 	}
 	l.traceEnd(ctx, ok, err)
 	return ok, err
@@ -146,7 +146,7 @@ func (l *Lock) Release(ctx context.Context) error {
 	} else {
 		err = lostError(l.ids, l.core.Release(ctx))
 		if poolGuards.Load() > 0 {
-			acquireSites.note(l, l.core.Locked(), 1)
+			acquireSites.note(l, l.core.Locked())
 		}
 	}
 	if t, ok := l.tracer.(ReleaseTracer); ok {
@@ -189,11 +189,7 @@ func (l *Lock) Do(ctx context.Context, fn func(ctx context.Context) error) error
 		go func() {
 			select {
 			case <-lost:
-				cause := l.sessionErr()
-				if cause == nil { // the server no longer held it
-					cause = ErrLost
-				}
-				cancel(lostError(l.ids, fmt.Errorf("alock: %s: %w", l, cause)))
+				cancel(lostError(l.ids, fmt.Errorf("alock: %s: %w", l, orLost(l.sessionErr()))))
 			case <-stop:
 			}
 		}()

@@ -70,12 +70,7 @@ func (k *lockerLock) countOnly(op string) (done bool, err error) {
 }
 
 // gone says why a hold's session is gone.
-func (h *lockerHold) gone() error {
-	if err := h.session.Err(); err != nil {
-		return err
-	}
-	return ErrLost
-}
+func (h *lockerHold) gone() error { return orLost(h.session.Err()) }
 
 func (k *lockerLock) acquire(ctx context.Context, try bool) (bool, error) {
 	op := "acquire"
@@ -132,14 +127,13 @@ func (k *lockerLock) take(ctx context.Context, op string, try bool) (*lockerHold
 		return nil, false, fmt.Errorf("alock: %s %s: %w", op, k.l, errLockerClosed)
 	}
 	req := lk.table.request(k.l.mode, k.tags)
-	lk.mu.Unlock()
-	if try && !isClosed(req.granted) {
-		lk.mu.Lock()
+	if try && !isClosed(req.granted) { // held or awaited by another Lock of the process
 		lk.table.withdraw(req)
 		lk.mu.Unlock()
 		return nil, false, nil
 	}
-	if err := lk.table.await(ctx, lk.mu.Lock, lk.mu.Unlock, req); err != nil {
+	lk.mu.Unlock()
+	if err := lk.table.await(ctx, &lk.mu, req); err != nil {
 		return nil, false, fmt.Errorf("alock: %s %s: %w", op, k.l, err)
 	}
 	for attempt := 1; ; attempt++ {

@@ -11,8 +11,7 @@ import (
 // release is a Locker Lock's Release: the last one gives back the hold on
 // its session and then the Lock's place in the process.
 func (k *lockerLock) release(ctx context.Context) error {
-	op := "release"
-	if done, err := k.countDown(op); done {
+	if _, done, err := k.countDown(false); done {
 		return err
 	}
 	wait := ctx
@@ -22,16 +21,14 @@ func (k *lockerLock) release(ctx context.Context) error {
 		defer cancel()
 	}
 	if err := k.turn.Take(wait); err != nil {
-		return fmt.Errorf("alock: %s %s: waiting for the Lock: %w", op, k.l, err)
+		return fmt.Errorf("alock: release %s: waiting for the Lock: %w", k.l, err)
 	}
 	defer k.turn.Give()
-	if done, err := k.countDownOr(op, true); done { // counted meanwhile
+	h, done, err := k.countDown(true)
+	if done { // counted meanwhile
 		return err
 	}
-	k.mu.Lock()
-	h := k.hold
-	k.mu.Unlock()
-	err := lostError(k.l.ids, h.core.Release(ctx))
+	err = lostError(k.l.ids, h.core.Release(ctx))
 	if err != nil && h.core.Count() > 0 { // not released (the session was busy): still held
 		k.mu.Lock()
 		k.releasing = false
@@ -50,29 +47,25 @@ func (k *lockerLock) release(ctx context.Context) error {
 }
 
 // countDown is the part of Release that does not use the server: a Lock
-// not held, or held more than once. done is false for the last Release.
-func (k *lockerLock) countDown(op string) (done bool, err error) {
-	return k.countDownOr(op, false)
-}
-
-// countDownOr is countDown; with claim, a last Release is also marked in
-// progress in the same step, so that no re-entrant Acquire counts on the
-// hold while it is given back.
-func (k *lockerLock) countDownOr(op string, claim bool) (done bool, err error) {
+// not held, or held more than once (done). For the last Release it returns
+// the hold, and with claim also marks the Release in progress in the same
+// step, so that no re-entrant Acquire counts on the hold while it is given
+// back.
+func (k *lockerLock) countDown(claim bool) (h *lockerHold, done bool, err error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	switch {
 	case k.count == 0:
-		return true, fmt.Errorf("alock: %s %s: %w", op, k.l, ErrNotHeld)
+		return nil, true, fmt.Errorf("alock: release %s: %w", k.l, ErrNotHeld)
 	case k.count == 1:
 		k.releasing = k.releasing || claim
-		return false, nil
+		return k.hold, false, nil
 	}
 	k.count--
 	if !k.hold.core.Locked() {
-		return true, lostError(k.l.ids, fmt.Errorf("alock: %s %s: %w", op, k.l, k.hold.gone()))
+		return nil, true, lostError(k.l.ids, fmt.Errorf("alock: release %s: %w", k.l, k.hold.gone()))
 	}
-	return true, nil
+	return nil, true, nil
 }
 
 func isClosed(c <-chan struct{}) bool {

@@ -3,6 +3,7 @@ package alock
 import (
 	"container/list"
 	"context"
+	"sync"
 
 	"github.com/pgalock/alock/internal/core"
 )
@@ -41,11 +42,7 @@ func (t *table) request(m Mode, tags []core.Tag) *tableRequest {
 	r := &tableRequest{mode: m, tags: tags, granted: grantedNow}
 	if t.free(m, tags) { // the usual case: no queue to join
 		for _, tag := range tags {
-			e := t.ids[tag]
-			if e == nil {
-				e = &tableEntry{}
-				t.ids[tag] = e
-			}
+			e := t.entry(tag)
 			e.holders++
 			e.exclusive = m == Exclusive
 		}
@@ -53,15 +50,20 @@ func (t *table) request(m Mode, tags []core.Tag) *tableRequest {
 	}
 	r.granted = make(chan struct{})
 	for _, tag := range tags {
-		e := t.ids[tag]
-		if e == nil {
-			e = &tableEntry{}
-			t.ids[tag] = e
-		}
-		r.elems = append(r.elems, e.queue.PushBack(r))
+		r.elems = append(r.elems, t.entry(tag).queue.PushBack(r))
 	}
 	t.grant(r)
 	return r
+}
+
+// entry returns tag's entry, made if there is none.
+func (t *table) entry(tag core.Tag) *tableEntry {
+	e := t.ids[tag]
+	if e == nil {
+		e = &tableEntry{}
+		t.ids[tag] = e
+	}
+	return e
 }
 
 // grantedNow is the granted channel of the requests granted when made.
@@ -179,14 +181,14 @@ func (t *table) fail(err error) {
 
 // await waits for r until ctx ends; mu is the Locker's mutex, which the
 // caller does not hold.
-func (t *table) await(ctx context.Context, lock func(), unlock func(), r *tableRequest) error {
+func (t *table) await(ctx context.Context, mu *sync.Mutex, r *tableRequest) error {
 	select {
 	case <-r.granted:
 		return r.err
 	case <-ctx.Done():
 	}
-	lock()
-	defer unlock()
+	mu.Lock()
+	defer mu.Unlock()
 	t.withdraw(r)
 	return core.CtxErr(ctx)
 }

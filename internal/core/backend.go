@@ -11,6 +11,15 @@ import (
 // ErrPooler is re-exported by alock; see its documentation there.
 var ErrPooler = errors.New("alock: a transaction-mode pooler is in the way: one connection's statements ran on different backends (use LockTx there, or a session-mode pool)")
 
+// backendPID is the session's backend as far as it is known: the one
+// given in Options, or else the one its holds were taken on (0 if none).
+func (l *Lock) backendPID() uint32 {
+	if l.pid != 0 {
+		return l.pid
+	}
+	return sessionPID(l.conn.Key())
+}
+
 // checkBackend checks that a lock statement ran on the session's backend:
 // a pooler in transaction or statement mode (PgBouncer) moves a client's
 // statements between backends, where session locks are taken on one and
@@ -21,10 +30,7 @@ var ErrPooler = errors.New("alock: a transaction-mode pooler is in the way: one 
 // its backend, which must not be the backend of another holding session of this
 // process: only a pooler makes two connections share one.
 func (l *Lock) checkBackend(op operation, r reply, claim bool) error {
-	want := l.pid
-	if want == 0 {
-		want = sessionPID(l.conn.Key())
-	}
+	want := l.backendPID()
 	if want != 0 && r.pid != want {
 		return fmt.Errorf("alock: %s: %w: backend %d answered, the session's is %d", op, ErrPooler, r.pid, want)
 	}

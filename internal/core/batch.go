@@ -145,12 +145,15 @@ func (l *Lock) runBatch(ops []*batchOp) {
 			op.first = rows.add(op.l.mode, op.tags, true)
 		}
 	}
-	sent := make(map[holdKey]int) // tag and mode → its row
+	var sent map[holdKey]int // tag and mode → its row; nil for unlocks only
 	for _, op := range ops {
 		if op.unlock {
 			continue
 		}
 		for _, t := range unheld(key, op.l.mode, op.l.tags) {
+			if sent == nil {
+				sent = make(map[holdKey]int)
+			}
 			if _, ok := sent[holdKey{t, op.l.mode}]; !ok {
 				sent[holdKey{t, op.l.mode}] = rows.add(op.l.mode, []Tag{t}, false)
 			}
@@ -189,7 +192,7 @@ func (l *Lock) runBatch(ops []*batchOp) {
 // back.
 func (l *Lock) settle(ops []*batchOp, sent map[holdKey]int, flags []bool, pid uint32) {
 	key := l.conn.Key()
-	used := make(map[int]bool)
+	used := make([]bool, len(flags)) // by row
 	for _, op := range ops {
 		if op.unlock {
 			op.ok = true
@@ -235,11 +238,8 @@ func (l *Lock) settle(ops []*batchOp, sent map[holdKey]int, flags []bool, pid ui
 // acquireBatched is an acquisition's first try, batched. done reports that
 // acquire must return ok and err; otherwise the Lock must wait.
 func (l *Lock) acquireBatched(ctx context.Context, op operation, try bool) (ok, done bool, err error) {
-	if ctx.Err() != nil {
-		return false, true, fmt.Errorf("alock: %s: %w", op, ctxErr(ctx))
-	}
-	if len(l.tags) > MaxIDs {
-		return false, true, fmt.Errorf("alock: %s: %w (%d given)", op, ErrTooManyIDs, len(l.tags))
+	if err := l.precheck(ctx, op); err != nil {
+		return false, true, err
 	}
 	b := &batchOp{}
 	l.batched(ctx, b)

@@ -130,14 +130,26 @@ const (
 	pollMax = 200 * time.Millisecond
 )
 
+// precheck fails an acquisition whose ctx has ended or whose Lock has more
+// than MaxIDs ids (such a Lock is never held).
+func (l *Lock) precheck(ctx context.Context, op operation) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("alock: %s: %w", op, ctxErr(ctx))
+	}
+	if len(l.tags) > MaxIDs {
+		return fmt.Errorf("alock: %s: %w (%d given)", op, ErrTooManyIDs, len(l.tags))
+	}
+	return nil
+}
+
 // acquireOnce is one attempt of acquire, with the session entered.
 func (l *Lock) acquireOnce(ctx context.Context, op operation, try bool) (bool, int, error) {
 	if err := l.enter(ctx); err != nil {
 		return false, done, fmt.Errorf("alock: %s: waiting for the session: %w", op, err)
 	}
 	defer l.exit()
-	if ctx.Err() != nil {
-		return false, done, fmt.Errorf("alock: %s: %w", op, ctxErr(ctx))
+	if err := l.precheck(ctx, op); err != nil {
+		return false, done, err
 	}
 	if l.count() > 0 { // another goroutine's acquisition, before our turn
 		if err := l.lostErr(op); err != nil {
@@ -145,9 +157,6 @@ func (l *Lock) acquireOnce(ctx context.Context, op operation, try bool) (bool, i
 		}
 		l.setCount(1, 0)
 		return true, done, nil
-	}
-	if len(l.tags) > MaxIDs {
-		return false, done, fmt.Errorf("alock: %s: %w (%d given)", op, ErrTooManyIDs, len(l.tags))
 	}
 	if len(l.tags) > 0 && l.conn.Closed() {
 		return false, done, l.lostErr(op)

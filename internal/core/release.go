@@ -52,7 +52,10 @@ func (l *Lock) Release(ctx context.Context) error {
 		return fmt.Errorf("alock: %s: waiting for the session: %w", op, err)
 	}
 	defer l.exit()
-	err := l.lostErr(op)
+	var err error
+	if l.guard != nil { // the session may have been lost while it waited for it
+		err = l.lostErr(op)
+	}
 	freed := dropHolds(l.conn.Key(), l.mode, l.tags)
 	if err == nil {
 		err = l.unlock(ctx, freed, true)
@@ -188,10 +191,7 @@ const (
 // backend that a transaction-mode pooler keeps serving. Best effort, for
 // about a second.
 func (l *Lock) unlockOnOwnBackend(ctx context.Context, st statement) {
-	want := l.pid
-	if want == 0 {
-		want = sessionPID(l.conn.Key())
-	}
+	want := l.backendPID()
 	for i := range unlockTries {
 		if i > 0 && sleep(ctx, unlockRetry) != nil {
 			return
