@@ -164,7 +164,7 @@ func (l *Lock) runBatch(ops []*batchOp) {
 		l.reconcile(ops, sent, err) // e.g. a full lock table (53200)
 		return
 	}
-	if err == nil && len(rows.ops) > 0 {
+	if err == nil && rows.len() > 0 {
 		if err = l.checkBackend(batchOperation("batch"), rep, true); err != nil {
 			// The tries may have taken locks on a backend that is not the
 			// session's: unlock them wherever the unlock lands, then close.
@@ -222,7 +222,7 @@ func (l *Lock) settle(ops []*batchOp, sent map[holdKey]int, flags []bool, pid ui
 			back.add(hk.mode, []Tag{hk.tag}, true)
 		}
 	}
-	if len(back.ops) == 0 {
+	if back.len() == 0 {
 		return
 	}
 	if _, _, err := l.runRows(back, nil); err != nil {
@@ -278,7 +278,7 @@ func (l *Lock) distrustRows(cause error, sent map[holdKey]int) error {
 		back.add(hk.mode, []Tag{hk.tag}, true)
 	}
 	var err error
-	if len(back.ops) > 0 {
+	if back.len() > 0 {
 		_, _, err = l.runRows(back, nil)
 	}
 	if !l.conn.Closed() {

@@ -1,7 +1,9 @@
 package core
 
 import (
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -76,5 +78,42 @@ func TestParseResults(t *testing.T) {
 	}
 	if held, err := parseHeld(""); err != nil || len(held) != 0 {
 		t.Errorf("parseHeld of nothing: %v %v", held, err)
+	}
+}
+
+// TestBatchStatementParts: rows of every kind, added out of order, become
+// one part per kind in kindOrder (unlocks first), and a result that lists
+// failures by position within a part maps back to the rows added.
+func TestBatchStatementParts(t *testing.T) {
+	var r batchRows
+	r.add(Exclusive, []Tag{KeyTag(1), PairTag(2, 3)}, false) // rows 0, 1
+	r.add(Share, []Tag{KeyTag(4)}, true)                     // row 2
+	r.add(Exclusive, []Tag{KeyTag(5)}, false)                // row 3
+	r.add(Exclusive, []Tag{KeyTag(6)}, true)                 // row 4
+	st, parts := r.statement()
+	if want := [][]int{{4}, {2}, {0, 3}, {1}}; !slices.EqualFunc(parts, want, slices.Equal) {
+		t.Fatalf("parts %v, want %v", parts, want)
+	}
+	order := []string{"pg_advisory_unlock(k)", "pg_advisory_unlock_shared(k)", "pg_try_advisory_lock(k)", "pg_try_advisory_lock(k1, k2)"}
+	at := -1
+	for _, fn := range order {
+		i := strings.Index(st.sql, fn)
+		if i <= at {
+			t.Fatalf("%s not after the previous part in %s", fn, st.sql)
+		}
+		at = i
+	}
+	want := []any{[]int64{6}, []int64{4}, []int64{1, 5}, []int32{2}, []int32{3}}
+	if fmt.Sprint(st.args) != fmt.Sprint(want) {
+		t.Errorf("args %v, want %v", st.args, want)
+	}
+	flags, ok := parseFailures(";1;2;", parts, 5)
+	if !ok || !slices.Equal(flags, []bool{true, true, false, false, true}) {
+		t.Errorf("parseFailures: %v %v", flags, ok)
+	}
+	for _, bad := range []string{";;", ";;;;", "2;;;", ";;0;", ";;1,x;", ";;3;"} {
+		if _, ok := parseFailures(bad, parts, 5); ok {
+			t.Errorf("parseFailures(%q) accepted", bad)
+		}
 	}
 }
