@@ -347,8 +347,11 @@ func (c *a4Inside) leave(k int64, share bool) {
 }
 
 // a4MaxBackends samples the backends with application_name app every 10 ms
-// until stop closes; most reports the largest count seen.
-func a4MaxBackends(t *testing.T, dsn, app string, stop <-chan struct{}) (most func() int) {
+// until stop closes; most reports the largest count seen. Backends that
+// killers terminated are not counted: a terminated backend tells its client
+// before it leaves pg_stat_activity, and the client may have replaced it
+// by then.
+func a4MaxBackends(t *testing.T, dsn, app string, stop <-chan struct{}, killers ...*a4Admin) (most func() int) {
 	var n atomic.Int32
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -359,9 +362,14 @@ func a4MaxBackends(t *testing.T, dsn, app string, stop <-chan struct{}) (most fu
 				return
 			case <-time.After(10 * time.Millisecond):
 			}
+			var killed []uint32
+			for _, k := range killers {
+				killed = append(killed, k.killedPIDs()...)
+			}
 			var c int32
 			if err := admin.QueryRow(context.Background(),
-				`SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`, app).Scan(&c); err != nil {
+				`SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND pid <> ALL($2::int4[])`,
+				app, killed).Scan(&c); err != nil {
 				t.Error(err)
 				return
 			}
@@ -379,9 +387,19 @@ func a4MaxBackends(t *testing.T, dsn, app string, stop <-chan struct{}) (most fu
 type a4Admin struct {
 	t *testing.T
 	c *pgx.Conn
+
+	mu     sync.Mutex
+	killed []uint32 // read by a4MaxBackends' goroutine
 }
 
-func newA4Admin(t *testing.T, dsn string) *a4Admin { return &a4Admin{t, pgtest.Connect(t, dsn)} }
+func newA4Admin(t *testing.T, dsn string) *a4Admin { return &a4Admin{t: t, c: pgtest.Connect(t, dsn)} }
+
+// killedPIDs returns the backends kill terminated.
+func (a *a4Admin) killedPIDs() []uint32 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.killed)
+}
 
 // pids returns the backends with application_name app.
 func (a *a4Admin) pids(app string) []uint32 {
@@ -399,6 +417,9 @@ func (a *a4Admin) pids(app string) []uint32 {
 
 // kill terminates backend pid.
 func (a *a4Admin) kill(pid uint32) {
+	a.mu.Lock()
+	a.killed = append(a.killed, pid)
+	a.mu.Unlock()
 	if _, err := a.c.Exec(context.Background(), "SELECT pg_terminate_backend($1)", pid); err != nil {
 		a.t.Error(err)
 	}
@@ -459,7 +480,8 @@ func TestAttack4LockerChurnWithLosses(t *testing.T) {
 	lk := newLocker(t, dsn, app, &alock.LockerOptions{MaxSessions: maxSessions})
 	inside := newA4Inside()
 	stop := make(chan struct{})
-	most := a4MaxBackends(t, dsn, app, stop)
+	admin := newA4Admin(t, dsn)
+	most := a4MaxBackends(t, dsn, app, stop, admin)
 	var bg sync.WaitGroup
 	bg.Go(func() { // another process takes and frees keys 396..399
 		c := pgtest.Connect(t, dsn)
@@ -493,7 +515,6 @@ func TestAttack4LockerChurnWithLosses(t *testing.T) {
 		}
 	})
 	var kills atomic.Int32
-	admin := newA4Admin(t, dsn)
 	bg.Go(func() { // terminate one backend of the Locker at a time
 		for {
 			select {

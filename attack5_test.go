@@ -998,7 +998,7 @@ func TestAttack5WaitersReplaceKilledSessions(t *testing.T) {
 	}
 	holdKeys(t, dsn, keys...)
 	stop := make(chan struct{})
-	most := a4MaxBackends(t, dsn, app, stop)
+	most := a4MaxBackends(t, dsn, app, stop, admin)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
