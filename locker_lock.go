@@ -28,7 +28,8 @@ type lockerLock struct {
 	count     int
 	releasing bool
 	hold      *lockerHold     // nil while not held
-	lost      <-chan struct{} // the Lost channel of the latest hold
+	latest    *core.Lock      // the core Lock of the latest hold, nil before the first
+	never     <-chan struct{} // Lost before the first hold: never closed
 }
 
 // lockerHold is one hold: from the count going to one to its going to zero.
@@ -42,7 +43,7 @@ func (lk *Locker) newLock(m Mode, ids []ID) *Lock {
 	l := &Lock{mode: m, ids: slices.Clone(ids), tracer: lk.opts.Session.Tracer}
 	l.locker = &lockerLock{
 		lk: lk, l: l, tags: core.Distinct(tags(ids)),
-		turn: core.NewTurn(), lost: make(chan struct{}),
+		turn: core.NewTurn(), never: make(chan struct{}),
 	}
 	return l
 }
@@ -111,7 +112,7 @@ func (k *lockerLock) acquire(ctx context.Context, try bool) (bool, error) {
 		return false, err
 	}
 	k.mu.Lock()
-	k.count, k.hold, k.lost = 1, h, h.core.Lost()
+	k.count, k.hold, k.latest = 1, h, h.core
 	k.mu.Unlock()
 	k.lk.held.Add(1)
 	k.lk.acquisitions.Add(1)
@@ -246,6 +247,10 @@ func (k *lockerLock) leave(h *lockerHold) {
 // is never closed before the first).
 func (k *lockerLock) lostChan() <-chan struct{} {
 	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.lost
+	latest := k.latest
+	k.mu.Unlock()
+	if latest == nil {
+		return k.never
+	}
+	return latest.Lost()
 }

@@ -48,7 +48,6 @@ func NewLock(c Conn, label func() string, m Mode, tags []Tag, opts Options) *Loc
 		lockAll:   lockStatement(m, distinct, opts.Fence, pidStartSQL),
 		tryAll:    tryStatement(m, distinct, opts.Fence, pidStartSQL),
 		unlockAll: unlockStatement(m, distinct),
-		state:     hold{lost: make(chan struct{})},
 		turn:      NewTurn(),
 	}
 }

@@ -29,7 +29,7 @@ type hold struct {
 	mu        sync.Mutex
 	count     int
 	releasing bool          // the last Release is unlocking: no count-only Acquire
-	lost      chan struct{} // closed when the current hold is lost
+	lost      chan struct{} // closed when the current hold is lost; made by Lost, nil until asked for
 	gone      bool          // the current hold is lost
 	token     int64         // fencing token of the current hold
 }
@@ -45,10 +45,17 @@ func (l *Lock) Locked() bool {
 // Lost returns a channel closed when the current hold is lost: its session
 // ended, or the server no longer held it. It is not closed by Release. Each
 // hold gets a new channel (see setCount); a Lock never held returns one that
-// is never closed.
+// is never closed. The channel is made when first asked for, so that a
+// hold nobody watches costs none.
 func (l *Lock) Lost() <-chan struct{} {
 	l.state.mu.Lock()
 	defer l.state.mu.Unlock()
+	if l.state.lost == nil {
+		l.state.lost = make(chan struct{})
+		if l.state.gone {
+			close(l.state.lost)
+		}
+	}
 	return l.state.lost
 }
 
@@ -70,7 +77,9 @@ func (l *Lock) MarkLost() {
 	defer l.state.mu.Unlock()
 	if l.state.count > 0 && !l.state.gone {
 		l.state.gone = true
-		close(l.state.lost)
+		if l.state.lost != nil {
+			close(l.state.lost)
+		}
 	}
 }
 
@@ -93,14 +102,14 @@ func (l *Lock) count() int {
 }
 
 // setCount changes the count by delta and starts a new hold (with a new
-// Lost channel and token) when it goes from zero to one.
+// Lost channel, made when asked for, and token) when it goes from zero to
+// one.
 func (l *Lock) setCount(delta int, token int64) {
 	l.state.mu.Lock()
 	was := l.state.count
 	l.state.count += delta
 	if was == 0 && l.state.count > 0 {
-		l.state.lost = make(chan struct{})
-		l.state.gone, l.state.token = false, token
+		l.state.lost, l.state.gone, l.state.token = nil, false, token
 	}
 	now := l.state.count
 	l.state.mu.Unlock()
