@@ -139,18 +139,19 @@ func (l *Lock) runBatch(ops []*batchOp) {
 		return
 	}
 	var rows batchRows
+	var sent map[holdKey]int // tag and mode → its row; nil for unlocks only
+	holds.Lock()             // once for the whole batch
 	for _, op := range ops { // unlocks first: a try in the same batch may want what they free
 		if op.unlock {
-			op.tags = dropHolds(key, op.l.mode, op.l.tags)
+			op.tags = dropHoldsLocked(key, op.l.mode, op.l.tags)
 			op.first = rows.add(op.l.mode, op.tags, true)
 		}
 	}
-	var sent map[holdKey]int // tag and mode → its row; nil for unlocks only
 	for _, op := range ops {
 		if op.unlock {
 			continue
 		}
-		for _, t := range unheld(key, op.l.mode, op.l.tags) {
+		for _, t := range unheldLocked(key, op.l.mode, op.l.tags) {
 			if sent == nil {
 				sent = make(map[holdKey]int)
 			}
@@ -159,6 +160,7 @@ func (l *Lock) runBatch(ops []*batchOp) {
 			}
 		}
 	}
+	holds.Unlock()
 	flags, rep, err := l.runRows(rows, singleStatement(ops, rows))
 	if err != nil && SQLState(err) != "" && !l.conn.Closed() {
 		l.reconcile(ops, sent, err) // e.g. a full lock table (53200)
@@ -183,7 +185,6 @@ func (l *Lock) runBatch(ops []*batchOp) {
 		return
 	}
 	l.settle(ops, sent, flags, rep.pid)
-	dropIfEmpty(key) // the claim of a batch that took nothing
 }
 
 // settle hands out a batch's results: an unlock is ok if every tag was
@@ -193,6 +194,7 @@ func (l *Lock) runBatch(ops []*batchOp) {
 func (l *Lock) settle(ops []*batchOp, sent map[holdKey]int, flags []bool, pid uint32) {
 	key := l.conn.Key()
 	used := make([]bool, len(flags)) // by row
+	holds.Lock()                     // once for the whole batch
 	for _, op := range ops {
 		if op.unlock {
 			op.ok = true
@@ -213,9 +215,11 @@ func (l *Lock) settle(ops []*batchOp, sent map[holdKey]int, flags []bool, pid ui
 					used[i] = true
 				}
 			}
-			addHolds(key, op.l.mode, op.l.tags, pid, 0) // batched Locks are unfenced
+			addHoldsLocked(key, op.l.mode, op.l.tags, pid, 0) // batched Locks are unfenced
 		}
 	}
+	dropIfEmptyLocked(key) // the claim of a batch that took nothing
+	holds.Unlock()
 	var back batchRows
 	for hk, i := range sent {
 		if flags[i] && !used[i] {

@@ -73,6 +73,11 @@ func claimBackendLocked(session any, b backend) bool {
 func dropIfEmpty(session any) {
 	holds.Lock()
 	defer holds.Unlock()
+	dropIfEmptyLocked(session)
+}
+
+// dropIfEmptyLocked is dropIfEmpty with holds locked.
+func dropIfEmptyLocked(session any) {
 	if s := holds.m[session]; s != nil && len(s.grants) == 0 {
 		deleteSession(session, s)
 	}
@@ -90,6 +95,11 @@ func deleteSession(session any, s *sessionHolds) {
 func unheld(session any, m Mode, tags []Tag) []Tag {
 	holds.Lock()
 	defer holds.Unlock()
+	return unheldLocked(session, m, tags)
+}
+
+// unheldLocked is unheld with holds locked.
+func unheldLocked(session any, m Mode, tags []Tag) []Tag {
 	s := holds.m[session]
 	if s == nil {
 		return tags
@@ -113,6 +123,11 @@ func addHolds(session any, m Mode, tags []Tag, pid uint32, token int64) int64 {
 	}
 	holds.Lock()
 	defer holds.Unlock()
+	return addHoldsLocked(session, m, tags, pid, token)
+}
+
+// addHoldsLocked is addHolds with holds locked.
+func addHoldsLocked(session any, m Mode, tags []Tag, pid uint32, token int64) int64 {
 	s := holds.m[session]
 	if s == nil {
 		s = &sessionHolds{grants: make(map[holdKey]grant)}
@@ -141,6 +156,11 @@ func addHolds(session any, m Mode, tags []Tag, pid uint32, token int64) int64 {
 func dropHolds(session any, m Mode, tags []Tag) []Tag {
 	holds.Lock()
 	defer holds.Unlock()
+	return dropHoldsLocked(session, m, tags)
+}
+
+// dropHoldsLocked is dropHolds with holds locked.
+func dropHoldsLocked(session any, m Mode, tags []Tag) []Tag {
 	s := holds.m[session] // nil after forgetSession
 	if s == nil {
 		return tags
