@@ -3,6 +3,7 @@ package alock_test
 import (
 	"context"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -42,7 +43,11 @@ func BenchmarkLockerCycle(b *testing.B) {
 // their own key through one Locker with MaxSessions 4, against 4 goroutines
 // that each run pg_advisory_lock/pg_advisory_unlock by hand on their own
 // connection, in alternating windows of 300 ms, and reports the cycles/s of
-// both and their ratio (the target is 4x).
+// both and their ratio (the target is 4x). Where the CPU can be read, it
+// also reports the CPU (this process and the server) that one cycle of
+// each costs, the share of the machine's cores each kept busy, and the
+// ratio of their CPU per cycle: the throughput ratio the Locker would have
+// if both kept the machine equally busy.
 func BenchmarkLockerThroughput(b *testing.B) {
 	dsn := pgtest.NewDatabase(b)
 	ctx := context.Background()
@@ -51,9 +56,16 @@ func BenchmarkLockerThroughput(b *testing.B) {
 	for i := range conns {
 		conns[i] = pgtest.Connect(b, dsn)
 	}
-	window := func(workers int, cycle func(w int) error) float64 {
+	type tally struct {
+		cycles       int64
+		elapsed, cpu time.Duration
+		cpuOK        bool
+	}
+	window := func(t *tally, workers int, cycle func(w int) error) {
 		var n atomic.Int64
-		stop := time.Now().Add(300 * time.Millisecond)
+		client0, server0, ok0 := pgtest.CPU()
+		start := time.Now()
+		stop := start.Add(300 * time.Millisecond)
 		var wg sync.WaitGroup
 		for w := range workers {
 			wg.Go(func() {
@@ -67,32 +79,46 @@ func BenchmarkLockerThroughput(b *testing.B) {
 			})
 		}
 		wg.Wait()
-		return float64(n.Load()) / 0.3
+		client1, server1, ok1 := pgtest.CPU()
+		t.cycles += n.Load()
+		t.elapsed += time.Since(start)
+		t.cpu += client1 - client0 + server1 - server0
+		t.cpuOK = ok0 && ok1
 	}
 	locks := make([]*alock.Lock, 64)
 	for i := range locks {
 		locks[i] = lk.NewExclusive(alock.Key(int64(1000 + i)))
 	}
-	var raw, locker float64
+	var raw, locker tally
 	b.ResetTimer()
 	for b.Loop() {
-		raw += window(4, func(w int) error {
+		window(&raw, 4, func(w int) error {
 			if _, err := conns[w].Exec(ctx, "select pg_advisory_lock($1)", int64(w)); err != nil {
 				return err
 			}
 			_, err := conns[w].Exec(ctx, "select pg_advisory_unlock($1)", int64(w))
 			return err
 		})
-		locker += window(64, func(w int) error {
+		window(&locker, 64, func(w int) error {
 			if err := locks[w].Acquire(ctx); err != nil {
 				return err
 			}
 			return locks[w].Release(ctx)
 		})
 	}
-	b.ReportMetric(raw/float64(b.N), "raw4-cycles/s")
-	b.ReportMetric(locker/float64(b.N), "locker64-cycles/s")
-	b.ReportMetric(locker/raw, "locker/raw")
+	rate := func(t tally) float64 { return float64(t.cycles) / t.elapsed.Seconds() }
+	b.ReportMetric(rate(raw), "raw4-cycles/s")
+	b.ReportMetric(rate(locker), "locker64-cycles/s")
+	b.ReportMetric(rate(locker)/rate(raw), "locker/raw")
+	if raw.cpuOK && locker.cpuOK {
+		perCycle := func(t tally) float64 { return float64(t.cpu.Microseconds()) / float64(t.cycles) }
+		busy := func(t tally) float64 { return 100 * t.cpu.Seconds() / t.elapsed.Seconds() / float64(runtime.NumCPU()) }
+		b.ReportMetric(perCycle(raw), "raw4-cpu-µs/cycle")
+		b.ReportMetric(perCycle(locker), "locker64-cpu-µs/cycle")
+		b.ReportMetric(busy(raw), "raw4-busy-%")
+		b.ReportMetric(busy(locker), "locker64-busy-%")
+		b.ReportMetric(perCycle(raw)/perCycle(locker), "raw/locker-cpu")
+	}
 }
 
 // BenchmarkLockerHandoff measures the time from one process's Release to a

@@ -73,22 +73,31 @@ func (s *Server) run(ctx context.Context, name string, args ...string) ([]byte, 
 // killPostmaster sends SIGKILL to the postmaster named in postmaster.pid;
 // its children exit on their own when they notice the postmaster is gone.
 func (s *Server) killPostmaster() error {
-	data, err := os.ReadFile(filepath.Join(s.dataDir, "postmaster.pid"))
-	if err != nil {
-		if os.IsNotExist(err) {
-			return nil
-		}
-		return fmt.Errorf("pgserver: read postmaster.pid: %w", err)
-	}
-	first, _, _ := strings.Cut(string(data), "\n")
-	pid, err := strconv.Atoi(strings.TrimSpace(first))
-	if err != nil || pid <= 0 {
-		return fmt.Errorf("pgserver: bad postmaster.pid %q", first)
+	pid, err := s.postmasterPID()
+	if err != nil || pid == 0 {
+		return err
 	}
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && err != syscall.ESRCH {
 		return fmt.Errorf("pgserver: kill postmaster %d: %w", pid, err)
 	}
 	return nil
+}
+
+// postmasterPID returns the pid in postmaster.pid, 0 if there is none.
+func (s *Server) postmasterPID() (int, error) {
+	data, err := os.ReadFile(filepath.Join(s.dataDir, "postmaster.pid"))
+	if err != nil {
+		if os.IsNotExist(err) {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("pgserver: read postmaster.pid: %w", err)
+	}
+	first, _, _ := strings.Cut(string(data), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("pgserver: bad postmaster.pid %q", first)
+	}
+	return pid, nil
 }
 
 // FreePort asks the kernel for a free TCP port on 127.0.0.1. Another
