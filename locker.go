@@ -180,6 +180,25 @@ func (lk *Locker) session(ctx context.Context, wait bool) (s *lockerSession, err
 		}
 		lk.mu.Lock()
 	}
+	lk.claim(s, wait)
+	lk.mu.Unlock()
+	return s, nil
+}
+
+// pickFree is session's quick path for a caller that holds lk.mu: the
+// first open session free of waits, claimed, or nil.
+func (lk *Locker) pickFree() *lockerSession {
+	lk.dropLost()
+	s := lk.pick()
+	if s != nil {
+		lk.claim(s, false)
+	}
+	return s
+}
+
+// claim counts a chosen session's new load (and wait); the caller holds
+// lk.mu.
+func (lk *Locker) claim(s *lockerSession, wait bool) {
 	s.load++
 	if wait {
 		s.waits++
@@ -187,8 +206,6 @@ func (lk *Locker) session(ctx context.Context, wait bool) (s *lockerSession, err
 	if len(lk.movers) > 0 { // s may have just been opened, free of waits
 		lk.moveWaiters()
 	}
-	lk.mu.Unlock()
-	return s, nil
 }
 
 // watch returns the ctx of a wait on s (of core, counted by session), and

@@ -122,23 +122,32 @@ func (k *lockerLock) acquire(ctx context.Context, try bool) (bool, error) {
 // take waits for the ids in the process, then takes them on a session.
 func (k *lockerLock) take(ctx context.Context, op string, try bool) (*lockerHold, bool, error) {
 	lk := k.lk
+	req := newRequest(k.l.mode, k.tags)
 	lk.mu.Lock()
 	if lk.closed {
 		lk.mu.Unlock()
 		return nil, false, fmt.Errorf("alock: %s %s: %w", op, k.l, errLockerClosed)
 	}
-	req := lk.table.request(k.l.mode, k.tags)
-	if try && !isClosed(req.granted) { // held or awaited by another Lock of the process
+	lk.table.request(req)
+	granted := isClosed(req.granted)
+	if try && !granted { // held or awaited by another Lock of the process
 		lk.table.withdraw(req)
 		lk.mu.Unlock()
 		return nil, false, nil
 	}
+	var first *lockerSession // granted at once: choose the session in the same step
+	if granted {
+		first = lk.pickFree()
+	}
 	lk.mu.Unlock()
-	if err := lk.table.await(ctx, &lk.mu, req); err != nil {
-		return nil, false, fmt.Errorf("alock: %s %s: %w", op, k.l, err)
+	if !granted {
+		if err := lk.table.await(ctx, &lk.mu, req); err != nil {
+			return nil, false, fmt.Errorf("alock: %s %s: %w", op, k.l, err)
+		}
 	}
 	for attempt := 1; ; attempt++ {
-		h, ok, retry, err := k.takeOnSession(ctx, op, try, !try || attempt < maxTryAttempts, req)
+		h, ok, retry, err := k.takeOnSession(ctx, op, try, !try || attempt < maxTryAttempts, req, first)
+		first = nil
 		if !retry {
 			return h, ok, err
 		}
@@ -169,12 +178,15 @@ const maxTryAttempts = 3
 // (before the Lock held anything of it) while ctx is alive and moveOn
 // allows another attempt: then req stays granted and retry is true, for
 // the caller to try again. An Acquire always moves on, a TryAcquire up to
-// maxTryAttempts sessions.
-func (k *lockerLock) takeOnSession(ctx context.Context, op string, try, moveOn bool, req *tableRequest) (h *lockerHold, ok, retry bool, err error) {
-	h = &lockerHold{req: req}
-	if h.session, err = k.lk.session(ctx, false); err != nil {
-		k.leave(h)
-		return nil, false, false, fmt.Errorf("alock: %s %s: %w", op, k.l, err)
+// maxTryAttempts sessions. first, if not nil, is the session to try on,
+// already chosen and counted.
+func (k *lockerLock) takeOnSession(ctx context.Context, op string, try, moveOn bool, req *tableRequest, first *lockerSession) (h *lockerHold, ok, retry bool, err error) {
+	h = &lockerHold{req: req, session: first}
+	if first == nil {
+		if h.session, err = k.lk.session(ctx, false); err != nil {
+			k.leave(h)
+			return nil, false, false, fmt.Errorf("alock: %s %s: %w", op, k.l, err)
+		}
 	}
 	h.core = k.coreOn(h.session)
 	ok, err = h.core.TryAcquire(ctx)

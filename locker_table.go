@@ -36,24 +36,28 @@ type tableRequest struct {
 
 func newTable() table { return table{ids: make(map[core.Tag]*tableEntry)} }
 
-// request queues a request for tags in mode m, and grants it at once if it
-// can be. The caller holds the Locker's mutex.
-func (t *table) request(m Mode, tags []core.Tag) *tableRequest {
-	r := &tableRequest{mode: m, tags: tags, granted: grantedNow}
-	if t.free(m, tags) { // the usual case: no queue to join
-		for _, tag := range tags {
+// newRequest returns a request for tags in mode m, to be made with request.
+// It is made outside the Locker's mutex.
+func newRequest(m Mode, tags []core.Tag) *tableRequest {
+	return &tableRequest{mode: m, tags: tags, granted: grantedNow}
+}
+
+// request queues r, and grants it at once if it can be. The caller holds
+// the Locker's mutex.
+func (t *table) request(r *tableRequest) {
+	if t.free(r.mode, r.tags) { // the usual case: no queue to join
+		for _, tag := range r.tags {
 			e := t.entry(tag)
 			e.holders++
-			e.exclusive = m == Exclusive
+			e.exclusive = r.mode == Exclusive
 		}
-		return r
+		return
 	}
 	r.granted = make(chan struct{})
-	for _, tag := range tags {
+	for _, tag := range r.tags {
 		r.elems = append(r.elems, t.entry(tag).queue.PushBack(r))
 	}
 	t.grant(r)
-	return r
 }
 
 // entry returns tag's entry, made if there is none.
