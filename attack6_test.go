@@ -789,8 +789,15 @@ func TestAttack6LockerLoadsComeBack(t *testing.T) {
 	}
 	// a5Placement wants exactly two sessions: a fresh Locker's view.
 	lk2 := newLocker(t, dsn, app+"2", &alock.LockerOptions{MaxSessions: 2})
-	for range 200 {
-		_ = lk2.NewExclusive(alock.Key(100)).Acquire(cancelled)
+	holdKeys(t, dsn, 100, 101)
+	for i := range 400 { // free ids (granted at once in the process) and a held one
+		k := int64(2000 + rand.IntN(5))
+		if i%4 == 0 {
+			k = 100
+		}
+		if err := lk2.NewExclusive(alock.Key(k)).Acquire(cancelled); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Acquire %d with a cancelled ctx: %v", k, err)
+		}
 	}
 	a5Placement(t, lk2, admin, app+"2", "after cancelled Acquires")
 }
