@@ -1,6 +1,7 @@
 package alock
 
 import (
+	"context"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -26,4 +27,36 @@ func Bounds(opts *SessionOptions) (client, server time.Duration) {
 // with a tracer on the connection.
 func NewFencedExclusive(conn *pgx.Conn, sequence string, ids ...ID) *Lock {
 	return newLockOn(pgxConn{conn}, Exclusive, ids, core.Options{Fence: sequence})
+}
+
+// SessionExec runs sql on the Session's own connection, as one user of its
+// gate: the tests unlock behind its Locks' back, or keep the connection
+// busy so that operations submitted meanwhile go in one batch.
+func SessionExec(ctx context.Context, s *Session, sql string, args ...any) error {
+	if err := s.gate.Enter(ctx); err != nil {
+		return err
+	}
+	defer sessionGuard{s}.Exit()
+	_, err := s.conn.Exec(ctx, sql, args...)
+	return err
+}
+
+// LockerLoad is what a Locker counts on one of its open sessions.
+type LockerLoad struct {
+	PID   uint32
+	Load  int
+	Waits int
+}
+
+// LockerLoads returns the counts of the Locker's open sessions.
+func LockerLoads(lk *Locker) []LockerLoad {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	var out []LockerLoad
+	for _, s := range lk.sessions {
+		if !s.lost() {
+			out = append(out, LockerLoad{s.PID(), s.load, s.waits})
+		}
+	}
+	return out
 }

@@ -44,6 +44,20 @@ func lostChannelPerHold(t *testing.T, e *env) {
 	expectClosed(t, "the next hold's channel", third, false)
 	e.mustRelease(l)
 	expectClosed(t, "a released hold's channel", third, false)
+	// A lost hold whose channel nobody asked for before its Release: asked
+	// for after, it is closed; the next hold's is open.
+	e.mustAcquire(l)
+	if err := s.Exec(context.Background(), "SELECT pg_advisory_unlock_all()"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Release(context.Background()); !errors.Is(err, alock.ErrLost) {
+		t.Fatalf("Release of a lost hold: %v, want ErrLost", err)
+	}
+	expectClosed(t, "the channel of a lost hold asked for after its Release", l.Lost(), true)
+	e.mustAcquire(l)
+	expectClosed(t, "the channel of the hold after a lost one", l.Lost(), false)
+	e.mustRelease(l)
+	expectClosed(t, "that hold's channel after its Release", l.Lost(), false)
 	e.expectHolds(s)
 }
 
