@@ -16,8 +16,9 @@ import (
 // nothing of it: with pgx's stdlib driver it keeps a cancel-only PgConn made
 // of copies (see cancelOnly) for cancel requests, and reads the transaction
 // status and whether the connection is closed inside Raw each time. With
-// other drivers (lib/pq) waits run in slices of the server's lock_timeout and
-// the session is assumed outside a transaction block.
+// other drivers (lib/pq) waits run in slices of the server's lock_timeout,
+// the session is assumed outside a transaction block, and a lock statement
+// goes with its ids written in (see withLiterals).
 type sqlConn struct {
 	c      *sql.Conn
 	cancel *pgconn.PgConn // nil unless the driver is pgx's stdlib
@@ -55,6 +56,9 @@ func (s sqlConn) QueryText(ctx context.Context, query string, args []any) (strin
 			return err
 		})
 		return text, err
+	}
+	if q, ok := withLiterals(query, args); ok {
+		query, args = q, nil
 	}
 	var text sql.NullString
 	err := s.c.QueryRowContext(ctx, query, args...).Scan(&text)
