@@ -156,9 +156,7 @@ func (lk *Locker) session(ctx context.Context, wait bool) (s *lockerSession, err
 			lk.mu.Unlock()
 			return nil, errLockerClosed
 		}
-		lk.dropLost()
-		s = lk.pick()
-		if s != nil {
+		if s = lk.freeSession(); s != nil {
 			break
 		}
 		if len(lk.sessions)+lk.opening < lk.opts.MaxSessions {
@@ -185,15 +183,11 @@ func (lk *Locker) session(ctx context.Context, wait bool) (s *lockerSession, err
 	return s, nil
 }
 
-// pickFree is session's quick path for a caller that holds lk.mu: the
-// first open session free of waits, claimed, or nil.
-func (lk *Locker) pickFree() *lockerSession {
+// freeSession forgets the lost sessions and returns the first open one free
+// of waits (see pick), nil if there is none; the caller holds lk.mu.
+func (lk *Locker) freeSession() *lockerSession {
 	lk.dropLost()
-	s := lk.pick()
-	if s != nil {
-		lk.claim(s, false)
-	}
-	return s
+	return lk.pick()
 }
 
 // claim counts a chosen session's new load (and wait); the caller holds

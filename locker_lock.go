@@ -135,9 +135,11 @@ func (k *lockerLock) take(ctx context.Context, op string, try bool) (*lockerHold
 		lk.mu.Unlock()
 		return nil, false, nil
 	}
-	var first *lockerSession // granted at once: choose the session in the same step
+	var picked *lockerSession // granted at once: choose the session in the same step
 	if granted {
-		first = lk.pickFree()
+		if picked = lk.freeSession(); picked != nil {
+			lk.claim(picked, false)
+		}
 	}
 	lk.mu.Unlock()
 	if !granted {
@@ -146,8 +148,8 @@ func (k *lockerLock) take(ctx context.Context, op string, try bool) (*lockerHold
 		}
 	}
 	for attempt := 1; ; attempt++ {
-		h, ok, retry, err := k.takeOnSession(ctx, op, try, !try || attempt < maxTryAttempts, req, first)
-		first = nil
+		h, ok, retry, err := k.takeOnSession(ctx, op, try, !try || attempt < maxTryAttempts, req, picked)
+		picked = nil
 		if !retry {
 			return h, ok, err
 		}
@@ -178,11 +180,11 @@ const maxTryAttempts = 3
 // (before the Lock held anything of it) while ctx is alive and moveOn
 // allows another attempt: then req stays granted and retry is true, for
 // the caller to try again. An Acquire always moves on, a TryAcquire up to
-// maxTryAttempts sessions. first, if not nil, is the session to try on,
+// maxTryAttempts sessions. picked, if not nil, is the session to try on,
 // already chosen and counted.
-func (k *lockerLock) takeOnSession(ctx context.Context, op string, try, moveOn bool, req *tableRequest, first *lockerSession) (h *lockerHold, ok, retry bool, err error) {
-	h = &lockerHold{req: req, session: first}
-	if first == nil {
+func (k *lockerLock) takeOnSession(ctx context.Context, op string, try, moveOn bool, req *tableRequest, picked *lockerSession) (h *lockerHold, ok, retry bool, err error) {
+	h = &lockerHold{req: req, session: picked}
+	if picked == nil {
 		if h.session, err = k.lk.session(ctx, false); err != nil {
 			k.leave(h)
 			return nil, false, false, fmt.Errorf("alock: %s %s: %w", op, k.l, err)

@@ -6,14 +6,16 @@ import (
 )
 
 // withLiterals returns query with its parameters written in as typed
-// literals ($1 becomes int8 '42'), when every argument is an int64 or an
-// int32, the only kinds a lock statement's ids take; ok is false otherwise.
-// A statement without parameters goes to the server in the simple query
-// protocol, in one round trip; lib/pq sends one with parameters in two (it
-// asks the server to describe the statement first), which made a lock
-// statement through lib/pq cost about 14 µs more than the same statement
-// written by hand with one parameter. The lock statements have no string
-// literals or comments, so every '$' followed by digits is a parameter.
+// literals ($1 becomes int8 '42') when every argument is an int64 or an
+// int32, as in the statements that take, try and release ids; ok is false
+// otherwise (a fencing sequence's name, a lock_timeout), and the statement
+// keeps its parameters. A statement without parameters goes to the server
+// in the simple query protocol, in one round trip; lib/pq sends one with
+// parameters in two (it asks the server to describe the statement first),
+// which made a lock statement through lib/pq cost about 14 µs more than the
+// same statement written by hand with one parameter. No statement that
+// sqlConn.QueryText runs has a '$' other than its parameters' (no dollar
+// quoting, no '$' in its string literals).
 func withLiterals(query string, args []any) (string, bool) {
 	if len(args) == 0 {
 		return query, false

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // batchRows are the rows of a batch statement: one lock function call per
@@ -18,7 +19,7 @@ type batchRows struct {
 // share, bit 2 pair.
 type rowKind uint8
 
-const rowKinds = 8
+const numRowKinds = 8
 
 func kindOf(m Mode, t Tag, unlock bool) rowKind {
 	var k rowKind
@@ -49,10 +50,10 @@ func (r *batchRows) len() int { return len(r.tags) }
 
 // kindOrder is the order of a batch statement's parts: unlocks first, so
 // that a try in the same batch may have what they free.
-var kindOrder = [rowKinds]rowKind{1, 3, 5, 7, 0, 2, 4, 6}
+var kindOrder = [numRowKinds]rowKind{1, 3, 5, 7, 0, 2, 4, 6}
 
-// batchSQLs[set] is the batch statement for the kinds in set (bit k for
-// kind k). Each kind present is one part, in kindOrder: a scalar subquery
+// batchSQL returns the batch statement for the kinds in set (bit k for
+// kind k), built the first time a batch needs it. Each kind present is one part, in kindOrder: a scalar subquery
 // that calls the kind's function on every row of its arrays and lists the
 // 1-based positions of the calls that returned false. The parts are joined
 // by ';', followed by ':' and the backend pid:
@@ -68,40 +69,48 @@ var kindOrder = [rowKinds]rowKind{1, 3, 5, 7, 0, 2, 4, 6}
 // rows in, and short when (as is usual) every call succeeds: one function
 // per part and no sort cost the server about half of what one CASE over
 // every kind with an ordered aggregate did.
-var batchSQLs = func() (sqls [1 << rowKinds]string) {
-	for set := 1; set < len(sqls); set++ {
-		var b strings.Builder
-		b.WriteString("SELECT concat(")
-		n := 0
-		for _, k := range kindOrder {
-			if set&(1<<k) == 0 {
-				continue
-			}
-			if n > 0 {
-				b.WriteString(", ';', ")
-			}
-			fn := "pg_try_advisory_lock"
-			if k&1 != 0 {
-				fn = "pg_advisory_unlock"
-			}
-			if k&2 != 0 {
-				fn += "_shared"
-			}
-			n++
-			if k&4 != 0 {
-				b.WriteString("(SELECT string_agg(o::text, ',') FILTER (WHERE NOT " + fn + "(k1, k2)) FROM unnest($" +
-					strconv.Itoa(n) + "::int4[], $" + strconv.Itoa(n+1) + "::int4[]) WITH ORDINALITY AS t(k1, k2, o))")
-				n++
-			} else {
-				b.WriteString("(SELECT string_agg(o::text, ',') FILTER (WHERE NOT " + fn + "(k)) FROM unnest($" +
-					strconv.Itoa(n) + "::int8[]) WITH ORDINALITY AS t(k, o))")
-			}
+func batchSQL(set int) string {
+	e := &batchSQLs[set]
+	e.once.Do(func() { e.sql = buildBatchSQL(set) })
+	return e.sql
+}
+
+var batchSQLs [1 << numRowKinds]struct {
+	once sync.Once
+	sql  string
+}
+
+func buildBatchSQL(set int) string {
+	var b strings.Builder
+	b.WriteString("SELECT concat(")
+	n := 0
+	for _, k := range kindOrder {
+		if set&(1<<k) == 0 {
+			continue
 		}
-		b.WriteString(", ':', pg_backend_pid())")
-		sqls[set] = b.String()
+		if n > 0 {
+			b.WriteString(", ';', ")
+		}
+		fn := "pg_try_advisory_lock"
+		if k&1 != 0 {
+			fn = "pg_advisory_unlock"
+		}
+		if k&2 != 0 {
+			fn += "_shared"
+		}
+		n++
+		if k&4 != 0 {
+			b.WriteString("(SELECT string_agg(o::text, ',') FILTER (WHERE NOT " + fn + "(k1, k2)) FROM unnest($" +
+				strconv.Itoa(n) + "::int4[], $" + strconv.Itoa(n+1) + "::int4[]) WITH ORDINALITY AS t(k1, k2, o))")
+			n++
+		} else {
+			b.WriteString("(SELECT string_agg(o::text, ',') FILTER (WHERE NOT " + fn + "(k)) FROM unnest($" +
+				strconv.Itoa(n) + "::int8[]) WITH ORDINALITY AS t(k, o))")
+		}
 	}
-	return sqls
-}()
+	b.WriteString(", ':', pg_backend_pid())")
+	return b.String()
+}
 
 // statement returns the batch statement for r and, for each of its parts,
 // the rows (indexes into r) it covers.
@@ -138,7 +147,7 @@ func (r *batchRows) statement() (statement, [][]int) {
 		}
 		parts = append(parts, rows)
 	}
-	return statement{sql: batchSQLs[set], args: args}, parts
+	return statement{sql: batchSQL(set), args: args}, parts
 }
 
 // parseFailures turns a batch statement's result (without the pid) into one

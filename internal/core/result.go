@@ -9,7 +9,7 @@ import (
 
 // reply is what a statement that takes or releases locks reports.
 type reply struct {
-	flags string // one '1' or '0' per tag (tries and unlocks)
+	flags string // one '1' or '0' per tag (tries and unlocks); a batch statement's failure lists (see parseFailures)
 	pid   uint32 // the backend that ran the statement
 	start string // the server's start time (lock statements only), "" if not reported
 	token int64  // the fencing token drawn, 0 for none

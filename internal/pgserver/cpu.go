@@ -24,8 +24,11 @@ func (s *Server) CPU() (time.Duration, error) {
 		return 0, fmt.Errorf("pgserver: no postmaster.pid in %s", s.dataDir)
 	}
 	stats, err := filepath.Glob("/proc/[0-9]*/stat")
-	if err != nil || len(stats) == 0 {
-		return 0, fmt.Errorf("pgserver: no /proc: %v", err)
+	if err != nil {
+		return 0, fmt.Errorf("pgserver: list /proc: %w", err)
+	}
+	if len(stats) == 0 {
+		return 0, fmt.Errorf("pgserver: no processes in /proc (not Linux?)")
 	}
 	var ticks int64
 	for _, path := range stats {
