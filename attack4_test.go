@@ -350,7 +350,8 @@ func (c *a4Inside) leave(k int64, share bool) {
 // until stop closes; most reports the largest count seen. Backends that
 // killers terminated are not counted: a terminated backend tells its client
 // before it leaves pg_stat_activity, and the client may have replaced it
-// by then.
+// by then. The killers' lists are read after each sample, so that a kill
+// made between the list and the sample cannot count its dying backend.
 func a4MaxBackends(t *testing.T, dsn, app string, stop <-chan struct{}, killers ...*a4Admin) (most func() int) {
 	var n atomic.Int32
 	var wg sync.WaitGroup
@@ -362,18 +363,21 @@ func a4MaxBackends(t *testing.T, dsn, app string, stop <-chan struct{}, killers 
 				return
 			case <-time.After(10 * time.Millisecond):
 			}
-			var killed []uint32
-			for _, k := range killers {
-				killed = append(killed, k.killedPIDs()...)
-			}
-			var c int32
-			if err := admin.QueryRow(context.Background(),
-				`SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND pid <> ALL($2::int4[])`,
-				app, killed).Scan(&c); err != nil {
+			rows, err := admin.Query(context.Background(), `SELECT pid FROM pg_stat_activity WHERE application_name = $1`, app)
+			if err != nil {
 				t.Error(err)
 				return
 			}
-			if c > n.Load() {
+			pids, err := pgx.CollectRows(rows, pgx.RowTo[uint32])
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			for _, k := range killers {
+				killed := k.killedPIDs()
+				pids = slices.DeleteFunc(pids, func(pid uint32) bool { return slices.Contains(killed, pid) })
+			}
+			if c := int32(len(pids)); c > n.Load() {
 				n.Store(c)
 			}
 		}
