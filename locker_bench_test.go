@@ -43,11 +43,14 @@ func BenchmarkLockerCycle(b *testing.B) {
 // their own key through one Locker with MaxSessions 4, against 4 goroutines
 // that each run pg_advisory_lock/pg_advisory_unlock by hand on their own
 // connection, in alternating windows of 300 ms, and reports the cycles/s of
-// both and their ratio (the target is 4x). Where the CPU can be read, it
-// also reports the CPU (this process and the server) that one cycle of
-// each costs, the share of the machine's cores each kept busy, and the
-// ratio of their CPU per cycle: the throughput ratio the Locker would have
-// if both kept the machine equally busy.
+// both and their ratio (the target is 4x). A third window runs the same 64
+// goroutines through a handBatcher, the least a batching client does, to
+// show what the Locker's bookkeeping costs (locker/hand). Where the CPU
+// can be read, it also reports the CPU (this process and the server) that
+// one cycle of each costs, the share of the machine's cores each kept
+// busy, and the ratio of the Locker's and the baseline's CPU per cycle: the
+// throughput ratio the Locker would have if both kept the machine equally
+// busy.
 func BenchmarkLockerThroughput(b *testing.B) {
 	dsn := pgtest.NewDatabase(b)
 	ctx := context.Background()
@@ -89,7 +92,12 @@ func BenchmarkLockerThroughput(b *testing.B) {
 	for i := range locks {
 		locks[i] = lk.NewExclusive(alock.Key(int64(1000 + i)))
 	}
-	var raw, locker tally
+	hand := startHandBatcher(pgtest.Connect(b, dsn))
+	handOps := make([]*handOp, 64)
+	for i := range handOps {
+		handOps[i] = &handOp{result: make(chan bool, 1)}
+	}
+	var raw, locker, handed tally
 	b.ResetTimer()
 	for b.Loop() {
 		window(&raw, 4, func(w int) error {
@@ -105,16 +113,25 @@ func BenchmarkLockerThroughput(b *testing.B) {
 			}
 			return locks[w].Release(ctx)
 		})
+		window(&handed, 64, func(w int) error { return hand.cycle(handOps[w], int64(2000+w)) })
+	}
+	b.StopTimer()
+	if err := hand.stop(); err != nil {
+		b.Error(err)
 	}
 	rate := func(t tally) float64 { return float64(t.cycles) / t.elapsed.Seconds() }
 	b.ReportMetric(rate(raw), "raw4-cycles/s")
 	b.ReportMetric(rate(locker), "locker64-cycles/s")
+	b.ReportMetric(rate(handed), "hand64-cycles/s")
 	b.ReportMetric(rate(locker)/rate(raw), "locker/raw")
-	if !raw.cpuBad && !locker.cpuBad {
+	b.ReportMetric(rate(handed)/rate(raw), "hand/raw")
+	b.ReportMetric(rate(locker)/rate(handed), "locker/hand")
+	if !raw.cpuBad && !locker.cpuBad && !handed.cpuBad {
 		perCycle := func(t tally) float64 { return float64(t.cpu.Microseconds()) / float64(t.cycles) }
 		busy := func(t tally) float64 { return 100 * t.cpu.Seconds() / t.elapsed.Seconds() / float64(runtime.NumCPU()) }
 		b.ReportMetric(perCycle(raw), "raw4-cpu-µs/cycle")
 		b.ReportMetric(perCycle(locker), "locker64-cpu-µs/cycle")
+		b.ReportMetric(perCycle(handed), "hand64-cpu-µs/cycle")
 		b.ReportMetric(busy(raw), "raw4-busy-%")
 		b.ReportMetric(busy(locker), "locker64-busy-%")
 		b.ReportMetric(perCycle(raw)/perCycle(locker), "raw/locker-cpu")
