@@ -881,9 +881,7 @@ func TestAttack4LockerWaitsOnEverySession(t *testing.T) {
 	if d := time.Duration(slowest.Load()); d > 2*time.Second {
 		t.Errorf("a Do on a free id took %v while both sessions had a waiter", d)
 	}
-	if st := lk.Stat(); st.Held != 0 || st.Waiting != 0 {
-		t.Errorf("Stat at the end: %+v", st)
-	}
+	expectLockerAtRest(t, lk, "Stat at the end")
 }
 
 // TestAttack4LockerStepsMatchServer: 96 goroutines, one Lock each (both

@@ -64,17 +64,13 @@ func (a *a4Admin) a5PerPID(app string) (granted, waiting map[uint32]int) {
 func a5Placement(t *testing.T, lk *alock.Locker, admin *a4Admin, app, phase string) {
 	t.Helper()
 	ctx := context.Background()
-	if st := lk.Stat(); st.Held != 0 || st.Waiting != 0 {
-		t.Errorf("%s: Stat before the check %+v", phase, st)
-	}
+	expectLockerAtRest(t, lk, fmt.Sprintf("%s: Stat before the check", phase))
 	wctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() {
 		cancel()
 		wg.Wait()
-		if st := lk.Stat(); st.Held != 0 || st.Waiting != 0 {
-			t.Errorf("%s: Stat after the check %+v", phase, st)
-		}
+		expectLockerAtRest(t, lk, fmt.Sprintf("%s: Stat after the check", phase))
 	}()
 	waiter := func(k int64) {
 		wg.Go(func() {
@@ -473,9 +469,7 @@ func TestAttack5TwoLockersExcludeUnderWaits(t *testing.T) {
 	}
 	admin := newA4Admin(t, dsn)
 	for i, lk := range lks {
-		if st := lk.Stat(); st.Held != 0 || st.Waiting != 0 {
-			t.Errorf("%s: Stat at the end %+v", apps[i], st)
-		}
+		expectLockerAtRest(t, lk, fmt.Sprintf("%s: Stat at the end", apps[i]))
 		if granted, waiting := admin.granted(apps[i]); len(granted)+waiting != 0 {
 			t.Errorf("%s: pg_locks at the end: %v (%d waiting)", apps[i], granted, waiting)
 		}
@@ -773,9 +767,7 @@ func TestAttack5StepsMatchServerUnderWaits(t *testing.T) {
 	if got, waiting := admin.granted(app); len(got)+waiting != 0 {
 		t.Errorf("pg_locks at the end: %v (%d waiting)", got, waiting)
 	}
-	if st := lk.Stat(); st.Held != 0 || st.Waiting != 0 {
-		t.Errorf("Stat at the end: %+v", st)
-	}
+	expectLockerAtRest(t, lk, "Stat at the end")
 }
 
 // TestAttack5WaitBesideHoldFalseDeadlock: a known limit, documented in the

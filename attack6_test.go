@@ -544,9 +544,7 @@ func TestAttack6LockerLostAskedLate(t *testing.T) {
 			t.Errorf("Locker Do over a killed session: %v, want ErrLost", err)
 		}
 	}
-	if st := lk.Stat(); st.Held != 0 || st.Waiting != 0 {
-		t.Errorf("Stat at the end: %+v", st)
-	}
+	expectLockerAtRest(t, lk, "Stat at the end")
 }
 
 // TestAttack6LostRacesKillsAndReleases: goroutines acquire, ask for Lost
@@ -635,9 +633,7 @@ func TestAttack6LostRacesKillsAndReleases(t *testing.T) {
 	}, func() bool { return time.Now().After(deadline) })
 	close(stop)
 	bg.Wait()
-	if st := lk.Stat(); st.Held != 0 || st.Waiting != 0 {
-		t.Errorf("Locker Stat at rest: %+v", st)
-	}
+	expectLockerAtRest(t, lk, "Locker Stat at rest")
 	// Sessions: each lives until killed once.
 	for range 6 {
 		s := attackSession(t, dsn, nil)
@@ -768,9 +764,7 @@ func TestAttack6LockerLoadsComeBack(t *testing.T) {
 	// briefly see its backend beside the replacement (6 of 56 runs saw
 	// MaxSessions+1). TestAttack4LockerChurnWithLosses asserts the bound.
 	t.Logf("the server saw at most %d sessions (MaxSessions %d)", most(), maxSessions)
-	if st := lk.Stat(); st.Held != 0 || st.Waiting != 0 {
-		t.Errorf("Stat at rest: %+v", st)
-	}
+	expectLockerAtRest(t, lk, "Stat at rest")
 	for _, c := range alock.LockerLoads(lk) {
 		if c.Load != 0 || c.Waits != 0 {
 			t.Errorf("at rest, session %d counts load %d, waits %d", c.PID, c.Load, c.Waits)

@@ -311,9 +311,7 @@ func TestAttack2LockerChurn(t *testing.T) {
 	if got, waiting := srv.granted(app); len(got)+waiting != 0 {
 		t.Errorf("pg_locks after releasing everything: %v, %d waiting", got, waiting)
 	}
-	if st := lk.Stat(); st.Held != 0 || st.Waiting != 0 {
-		t.Errorf("Stat after releasing everything: %+v", st)
-	}
+	expectLockerAtRest(t, lk, "Stat after releasing everything")
 }
 
 // TestAttack2SessionFullLockTableBatch: a try that runs out of the server's
@@ -527,9 +525,7 @@ func TestAttack2LockerCancelCausePhases(t *testing.T) {
 	if len(got) != 0 || waiting != 0 {
 		t.Errorf("pg_locks: %v, %d waiting; want nothing", got, waiting)
 	}
-	if st := lk.Stat(); st.Held != 0 || st.Waiting != 0 {
-		t.Errorf("Stat: %+v", st)
-	}
+	expectLockerAtRest(t, lk, "Stat")
 	// The queue was left: the ids are free in the process.
 	for _, p := range phases[2:] {
 		tctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -818,9 +814,7 @@ func TestAttack2LockerKillRacesTraffic(t *testing.T) {
 			t.Errorf("Do after the loss: %v", err)
 		}
 	}
-	if st := lk.Stat(); st.Held != 0 || st.Waiting != 0 {
-		t.Errorf("Stat at the end: %+v", st)
-	}
+	expectLockerAtRest(t, lk, "Stat at the end")
 }
 
 // TestAttack2LockerExclusiveNotStarved: a stream of overlapping shares on
@@ -990,9 +984,7 @@ func TestAttack2LockerTinyDeadlines(t *testing.T) {
 	if got, waiting := srv.granted(app); len(got)+waiting != 0 {
 		t.Errorf("pg_locks at the end: %v, %d waiting", got, waiting)
 	}
-	if st := lk.Stat(); st.Held != 0 || st.Waiting != 0 {
-		t.Errorf("Stat at the end: %+v", st)
-	}
+	expectLockerAtRest(t, lk, "Stat at the end")
 }
 
 // TestAttack2TryAcquireBehindOwnBlockedAcquire: the issue: "a Release, a

@@ -657,3 +657,12 @@ func TestLockerTenThousandGoroutines(t *testing.T) {
 	}
 	t.Logf("at most %d sessions; %+v", most.Load(), lk.Stat())
 }
+
+// expectLockerAtRest checks that lk counts no Lock held and no goroutine
+// waiting; what says when.
+func expectLockerAtRest(t *testing.T, lk *alock.Locker, what string) {
+	t.Helper()
+	if st := lk.Stat(); st.Held != 0 || st.Waiting != 0 {
+		t.Errorf("%s: Stat %+v, want nothing held or waiting", what, st)
+	}
+}
