@@ -32,18 +32,10 @@ func (s sessionGuard) Gate() *core.Gate { return &s.gate }
 // after the session was told lost (by the link watch, say) is marked lost
 // at once: tell's list of held Locks was taken before it.
 func (s sessionGuard) Held(l *core.Lock) {
-	s.mu.Lock()
-	s.held[l] = struct{}{}
-	gone := s.err != nil
-	s.mu.Unlock()
-	if gone {
+	if s.held.add(l) {
 		l.MarkLost()
 	}
 }
 
 // Released forgets a Lock that no longer holds.
-func (s sessionGuard) Released(l *core.Lock) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.held, l)
-}
+func (s sessionGuard) Released(l *core.Lock) { s.held.remove(l) }

@@ -87,7 +87,6 @@ func OpenConfig(ctx context.Context, cfg *pgx.ConnConfig, opts *SessionOptions) 
 	}
 	s := &Session{
 		conn: conn, opts: o, pid: pid, probeEvery: probeInterval(o.KeepaliveInterval, idle),
-		held: make(map[*core.Lock]struct{}),
 		done: make(chan struct{}), closing: make(chan struct{}), watched: make(chan struct{}), closed: make(chan struct{}),
 		linked: make(chan struct{}),
 	}

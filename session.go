@@ -61,8 +61,9 @@ type Session struct {
 	lastUse    atomic.Int64  // unix nanoseconds of the last statement's end
 	probeEvery time.Duration // how long the session may stay idle; 0 for ever
 
+	held heldSet // the Locks that hold on the session (sharded: see heldSet)
+
 	mu      sync.Mutex
-	held    map[*core.Lock]struct{}
 	err     error
 	done    chan struct{}
 	closing chan struct{}
@@ -240,11 +241,8 @@ func (s *Session) tell(cause error) {
 		cause = fmt.Errorf("alock: session lost: %w: %w", ErrLost, cause)
 	}
 	s.err = cause
-	held := make([]*core.Lock, 0, len(s.held))
-	for l := range s.held {
-		held = append(held, l)
-	}
 	s.mu.Unlock()
+	held := s.held.tell()
 	for _, l := range held {
 		l.MarkLost()
 	}

@@ -27,22 +27,38 @@ type batchOp struct {
 	first  int   // an unlock's first row
 	ok     bool  // the try got every tag, or the unlock found every tag held
 	err    error
-	done   chan struct{} // closed when the op has run, or when lead is set
+	done   chan struct{} // the Lock's signal: sent once when the op has run, or when lead is set
 	lead   bool          // set by a leader's hand-off: the op's goroutine leads
-
 }
+
+// newOp returns the Lock's batch op, reset, for one operation; the caller
+// has the Lock's turn. A Lock has at most one op in flight, so it reuses
+// one op and one signal channel (buffered, one send per submission: see
+// signal) instead of making them for every operation.
+func (l *Lock) newOp(unlock bool) *batchOp {
+	if l.batch.done == nil {
+		l.batch.done = make(chan struct{}, 1)
+	}
+	l.batch = batchOp{l: l, unlock: unlock, done: l.batch.done}
+	return &l.batch
+}
+
+// signal tells op's goroutine that op has run or that it leads. It is the
+// last touch of op by anyone but its goroutine, and happens once per
+// submission, so it never blocks.
+func (op *batchOp) signal() { op.done <- struct{}{} }
 
 // batchable reports whether l's operations may be batched.
 func (l *Lock) batchable() bool { return l.guard != nil && l.fence == "" && len(l.tags) > 0 }
 
-// batched submits op and waits for its result; the caller has the Lock's
-// turn, so no other operation of l runs meanwhile. The goroutine may be
-// made to lead the session's batches meanwhile (see leadBatches). If ctx
+// batched submits op (the Lock's, from newOp) and waits for its result;
+// the caller has the Lock's turn, so no other operation of l runs
+// meanwhile. The goroutine may be made to lead the session's batches
+// meanwhile (see leadBatches). If ctx
 // ends before a leader has taken op into a batch, op is withdrawn and
 // fails with ctx's error; once taken, it runs. (An unlock's ctx never
 // ends: a Release completes or closes the session.)
 func (l *Lock) batched(ctx context.Context, op *batchOp) {
-	op.l, op.done = l, make(chan struct{})
 	g := l.guard.Gate()
 	lead := g.submit(op)
 	for {
@@ -63,7 +79,7 @@ func (l *Lock) batched(ctx context.Context, op *batchOp) {
 		}
 		// Handed the leadership before op ran: lead, op first; or, if ctx
 		// has ended meanwhile, pass it on.
-		op.lead, op.done = false, make(chan struct{})
+		op.lead = false // its signal was received: the channel is empty again
 		if ctx.Err() != nil {
 			op.err = ctxErr(ctx)
 			g.handOff()
@@ -102,7 +118,7 @@ func (l *Lock) leadBatches(ctx context.Context, own *batchOp) {
 			if enter.Err() != nil { // the leader's ctx, not the others'
 				if g.withdraw(own) {
 					own.err = ctxErr(enter)
-					close(own.done)
+					own.signal()
 				}
 				g.handOff()
 				return
@@ -110,7 +126,7 @@ func (l *Lock) leadBatches(ctx context.Context, own *batchOp) {
 			for ops := g.takeBatch(); len(ops) > 0; ops = g.takeBatch() {
 				for _, op := range ops {
 					op.err = err
-					close(op.done)
+					op.signal()
 				}
 			}
 			return
@@ -123,7 +139,7 @@ func (l *Lock) leadBatches(ctx context.Context, own *batchOp) {
 		l.runBatch(ops)
 		l.exit()
 		for _, op := range ops {
-			close(op.done)
+			op.signal()
 		}
 	}
 }
@@ -245,7 +261,7 @@ func (l *Lock) acquireBatched(ctx context.Context, op operation, try bool) (ok, 
 	if err := l.precheck(ctx, op); err != nil {
 		return false, true, err
 	}
-	b := &batchOp{}
+	b := l.newOp(false)
 	l.batched(ctx, b)
 	switch {
 	case b.err != nil:
@@ -259,7 +275,7 @@ func (l *Lock) acquireBatched(ctx context.Context, op operation, try bool) (ok, 
 
 // releaseBatched is the unlock of a last Release, batched.
 func (l *Lock) releaseBatched(op operation) error {
-	b := &batchOp{unlock: true}
+	b := l.newOp(true)
 	l.batched(context.Background(), b)
 	err := b.err
 	if err == nil && !b.ok {

@@ -243,7 +243,7 @@ func (g *Gate) handOff() {
 	op := g.batch[0]
 	g.batch = g.batch[1:]
 	op.lead = true
-	close(op.done)
+	op.signal()
 }
 
 // withdraw takes op out of the batch if no leader has taken it yet, and

@@ -29,6 +29,7 @@ type Lock struct {
 	state hold
 	polls polling // of the acquisition in progress (guarded by turn)
 	turn  *Turn   // held by the goroutine that takes or releases the hold (guarded Locks)
+	batch batchOp // the op of a batched operation, reused (see newOp; guarded by turn)
 }
 
 // Options are a Lock's optional parts.

@@ -1,0 +1,75 @@
+package alock
+
+import (
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+
+	"github.com/pgalock/alock/internal/core"
+)
+
+// heldSet is a Session's held Locks, for tell to mark them lost. It is
+// sharded by Lock, each shard with its own mutex, so that the many
+// goroutines whose holds begin and end together (the Locks of one batch)
+// rarely queue on one mutex. The zero value is an empty set.
+//
+// With told it makes a grant that completes as the session is told lost
+// marked lost either way: add adds the Lock before it reads told, and tell
+// sets told before it lists the set, so that one of them sees the other.
+type heldSet struct {
+	told   atomic.Bool // set by tell, before it lists the set
+	shards [heldShards]heldShard
+}
+
+// heldShards is the number of shards of a heldSet.
+const heldShards = 16
+
+// heldShard is one shard, on a cache line of its own.
+type heldShard struct {
+	mu sync.Mutex
+	m  map[*core.Lock]struct{}
+	_  [48]byte
+}
+
+// heldSeed hashes Locks to shards.
+var heldSeed = maphash.MakeSeed()
+
+func (h *heldSet) shard(l *core.Lock) *heldShard {
+	return &h.shards[maphash.Comparable(heldSeed, l)%heldShards]
+}
+
+// add records l, and reports whether the session had been told lost by
+// then (the caller then marks l lost).
+func (h *heldSet) add(l *core.Lock) (told bool) {
+	sh := h.shard(l)
+	sh.mu.Lock()
+	if sh.m == nil {
+		sh.m = make(map[*core.Lock]struct{})
+	}
+	sh.m[l] = struct{}{}
+	sh.mu.Unlock()
+	return h.told.Load()
+}
+
+// remove forgets l.
+func (h *heldSet) remove(l *core.Lock) {
+	sh := h.shard(l)
+	sh.mu.Lock()
+	delete(sh.m, l)
+	sh.mu.Unlock()
+}
+
+// tell sets told, and returns the Locks held by then.
+func (h *heldSet) tell() []*core.Lock {
+	h.told.Store(true)
+	var held []*core.Lock
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		for l := range sh.m {
+			held = append(held, l)
+		}
+		sh.mu.Unlock()
+	}
+	return held
+}
