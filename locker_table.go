@@ -14,9 +14,20 @@ import (
 // A request takes all its ids or waits for all of them; per id, requests are
 // granted first come first served (a share request does not overtake an
 // exclusive one that waits). The Locker's mutex guards it.
+//
+// An id's entry outlives its last holder and waiter (it is idle), so that
+// the usual cycle of a hot id, granted at once and then released, neither
+// allocates nor inserts into and deletes from the map under the Locker's
+// mutex. Idle entries are swept once they are most of the map (and more
+// than minIdle), so the map stays within twice the ids in use, plus
+// minIdle.
 type table struct {
-	ids map[core.Tag]*tableEntry
+	ids  map[core.Tag]*tableEntry
+	idle int // entries with no holder and no waiter
 }
+
+// minIdle is the most idle entries a table keeps whatever its size.
+const minIdle = 1024
 
 // tableEntry is one id: who holds it and who waits for it, in order.
 type tableEntry struct {
@@ -60,14 +71,35 @@ func (t *table) request(r *tableRequest) {
 	t.grant(r)
 }
 
-// entry returns tag's entry, made if there is none.
+// entry returns tag's entry, made if there is none, for a request to hold
+// or wait for it (it is no longer idle).
 func (t *table) entry(tag core.Tag) *tableEntry {
 	e := t.ids[tag]
-	if e == nil {
+	switch {
+	case e == nil:
 		e = &tableEntry{}
 		t.ids[tag] = e
+	case e.idle():
+		t.idle--
 	}
 	return e
+}
+
+// idle reports whether nobody holds or waits for e's id.
+func (e *tableEntry) idle() bool { return e.holders == 0 && e.queue.Len() == 0 }
+
+// sweep deletes the idle entries once they are most of the map and more
+// than minIdle.
+func (t *table) sweep() {
+	if t.idle <= minIdle || t.idle <= len(t.ids)/2 {
+		return
+	}
+	for tag, e := range t.ids {
+		if e.idle() {
+			delete(t.ids, tag)
+		}
+	}
+	t.idle = 0
 }
 
 // grantedNow is the granted channel of the requests granted when made.
@@ -134,16 +166,23 @@ func (t *table) wake(tags []core.Tag) {
 
 // release gives back a granted request's ids and wakes who waits.
 func (t *table) release(r *tableRequest) {
+	waiters := false
 	for _, tag := range r.tags {
 		e := t.ids[tag]
 		if e.holders--; e.holders == 0 {
 			e.exclusive = false
-			if e.queue.Len() == 0 {
-				delete(t.ids, tag)
-			}
+		}
+		switch {
+		case e.queue.Len() > 0:
+			waiters = true
+		case e.holders == 0:
+			t.idle++
 		}
 	}
-	t.wake(r.tags)
+	if waiters {
+		t.wake(r.tags)
+	}
+	t.sweep()
 }
 
 // withdraw takes a waiting request out of its queues (its ctx ended), or
@@ -158,12 +197,13 @@ func (t *table) withdraw(r *tableRequest) {
 	for i, tag := range r.tags {
 		e := t.ids[tag]
 		e.queue.Remove(r.elems[i])
-		if e.holders == 0 && e.queue.Len() == 0 {
-			delete(t.ids, tag)
+		if e.idle() {
+			t.idle++
 		}
 	}
 	r.elems = nil
 	t.wake(r.tags)
+	t.sweep()
 }
 
 // fail ends every waiting request with err.
@@ -181,6 +221,7 @@ func (t *table) fail(err error) {
 			delete(t.ids, tag)
 		}
 	}
+	t.idle = 0 // the entries left are held
 }
 
 // await waits for r until ctx ends; mu is the Locker's mutex, which the
