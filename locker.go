@@ -56,11 +56,15 @@ type Locker struct {
 	closed   bool
 	movers   []*mover // Locks sent to wait beside another wait (see watch)
 
+	// The counters, which every hold updates, on cache lines of their own:
+	// off the lines of mu and of what it guards.
+	_            [64]byte
 	held         atomic.Int64
 	waiting      atomic.Int64
 	acquisitions atomic.Int64
 	losses       atomic.Int64
 	waitNanos    atomic.Int64
+	_            [64]byte
 }
 
 // lockerSession is one of a Locker's Sessions and how many holds and waits
@@ -314,7 +318,11 @@ func (lk *Locker) open(ctx context.Context) (*lockerSession, error) {
 }
 
 // dropLost forgets the sessions that have ended; their Locks have been told.
+// With none ended (the usual case) it only reads.
 func (lk *Locker) dropLost() {
+	if !slices.ContainsFunc(lk.sessions, (*lockerSession).lost) {
+		return
+	}
 	live := lk.sessions[:0]
 	for _, s := range lk.sessions {
 		if !s.lost() {

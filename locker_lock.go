@@ -23,6 +23,10 @@ type lockerLock struct {
 	// cores are the Lock's core Locks, one per session it has used (built
 	// once: they hold the statements); guarded by turn.
 	cores map[*lockerSession]*core.Lock
+	// req is the request of the current or latest hold, reused: a Lock
+	// makes one request at a time, given back (left or withdrawn) before
+	// the next; guarded by turn.
+	req tableRequest
 
 	mu        sync.Mutex
 	count     int
@@ -122,7 +126,8 @@ func (k *lockerLock) acquire(ctx context.Context, try bool) (bool, error) {
 // take waits for the ids in the process, then takes them on a session.
 func (k *lockerLock) take(ctx context.Context, op string, try bool) (*lockerHold, bool, error) {
 	lk := k.lk
-	req := newRequest(k.l.mode, k.tags)
+	k.req = newRequest(k.l.mode, k.tags)
+	req := &k.req
 	lk.mu.Lock()
 	if lk.closed {
 		lk.mu.Unlock()

@@ -49,8 +49,8 @@ func newTable() table { return table{ids: make(map[core.Tag]*tableEntry)} }
 
 // newRequest returns a request for tags in mode m, to be made with request.
 // It is made outside the Locker's mutex.
-func newRequest(m Mode, tags []core.Tag) *tableRequest {
-	return &tableRequest{mode: m, tags: tags, granted: grantedNow}
+func newRequest(m Mode, tags []core.Tag) tableRequest {
+	return tableRequest{mode: m, tags: tags, granted: grantedNow}
 }
 
 // request queues r, and grants it at once if it can be. The caller holds

@@ -12,28 +12,28 @@ import (
 func TestTableSweepsIdleEntries(t *testing.T) {
 	tb := newTable()
 	held := newRequest(Exclusive, []core.Tag{core.KeyTag(-1)})
-	tb.request(held)
+	tb.request(&held)
 	waiting := newRequest(Exclusive, []core.Tag{core.KeyTag(-1)})
-	tb.request(waiting)
+	tb.request(&waiting)
 	for i := range 5 * minIdle {
 		r := newRequest(Exclusive, []core.Tag{core.KeyTag(int64(i))})
-		tb.request(r)
+		tb.request(&r)
 		if !isClosed(r.granted) {
 			t.Fatalf("request %d not granted", i)
 		}
-		tb.release(r)
+		tb.release(&r)
 		if len(tb.ids) > minIdle+2 || tb.idle > minIdle+1 {
 			t.Fatalf("after %d cycles: %d entries, %d idle", i+1, len(tb.ids), tb.idle)
 		}
 	}
 	r := newRequest(Exclusive, []core.Tag{core.KeyTag(7)}) // an idle entry, or a new one
-	tb.request(r)
-	tb.release(r)
-	tb.release(held)
+	tb.request(&r)
+	tb.release(&r)
+	tb.release(&held)
 	if !isClosed(waiting.granted) {
 		t.Fatal("the waiting request was not granted by the release")
 	}
-	tb.release(waiting)
+	tb.release(&waiting)
 	n := 0
 	for _, e := range tb.ids {
 		if !e.idle() {
