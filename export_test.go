@@ -60,3 +60,26 @@ func LockerLoads(lk *Locker) []LockerLoad {
 	}
 	return out
 }
+
+// HoldLockerSession takes the gate of the Locker's first open session, as
+// one user of it, and returns the session's pid and a func that gives the
+// gate back (closing the connection if the session was told lost, as any
+// user's exit does): the tests keep a lost session's connection open.
+func HoldLockerSession(ctx context.Context, lk *Locker) (pid uint32, exit func(), err error) {
+	lk.mu.Lock()
+	s := lk.sessions[0].Session
+	lk.mu.Unlock()
+	if err := s.gate.Enter(ctx); err != nil {
+		return 0, nil, err
+	}
+	return s.PID(), sessionGuard{s}.Exit, nil
+}
+
+// TellLost marks the Locker's first open session lost for cause without
+// closing its connection: the moment between a loss told and the close.
+func TellLost(lk *Locker, cause error) {
+	lk.mu.Lock()
+	s := lk.sessions[0].Session
+	lk.mu.Unlock()
+	s.tell(cause)
+}

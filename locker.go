@@ -175,7 +175,8 @@ func (lk *Locker) session(ctx context.Context, wait bool) (s *lockerSession, err
 			lk.mu.Unlock()
 			return nil, err
 		}
-		// Every session allowed is being opened: wait for one.
+		// Every session allowed is being opened, or lost and closing: wait
+		// for one.
 		lk.mu.Unlock()
 		if err := core.Sleep(ctx, 5*time.Millisecond); err != nil {
 			return nil, err
@@ -272,7 +273,7 @@ func (lk *Locker) unload(s *lockerSession) {
 // to wait), nil if there is none; the caller holds lk.mu.
 func (lk *Locker) pick() *lockerSession {
 	for _, c := range lk.sessions {
-		if c.waits == 0 && c.gate.SlotFree() {
+		if c.waits == 0 && c.gate.SlotFree() && !c.lost() {
 			return c
 		}
 	}
@@ -290,7 +291,7 @@ func (lk *Locker) leastLoaded(waits bool) (s *lockerSession) {
 		return c.load
 	}
 	for _, c := range lk.sessions {
-		if s == nil || n(c) < n(s) {
+		if !c.lost() && (s == nil || n(c) < n(s)) {
 			s = c
 		}
 	}
@@ -317,15 +318,18 @@ func (lk *Locker) open(ctx context.Context) (*lockerSession, error) {
 	return ls, nil
 }
 
-// dropLost forgets the sessions that have ended; their Locks have been told.
-// With none ended (the usual case) it only reads.
+// dropLost forgets the sessions that have ended and closed their
+// connection; their Locks have been told. A lost session whose connection is
+// not closed yet stays, unused, counted against MaxSessions, so that the
+// Locker never has more than MaxSessions connections open: its replacement
+// waits for the close. With none ended (the usual case) it only reads.
 func (lk *Locker) dropLost() {
-	if !slices.ContainsFunc(lk.sessions, (*lockerSession).lost) {
+	if !slices.ContainsFunc(lk.sessions, (*lockerSession).gone) {
 		return
 	}
 	live := lk.sessions[:0]
 	for _, s := range lk.sessions {
-		if !s.lost() {
+		if !s.gone() {
 			live = append(live, s)
 		}
 	}

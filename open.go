@@ -88,7 +88,7 @@ func OpenConfig(ctx context.Context, cfg *pgx.ConnConfig, opts *SessionOptions) 
 	s := &Session{
 		conn: conn, opts: o, pid: pid, probeEvery: probeInterval(o.KeepaliveInterval, idle),
 		done: make(chan struct{}), closing: make(chan struct{}), watched: make(chan struct{}), closed: make(chan struct{}),
-		linked: make(chan struct{}),
+		linked: make(chan struct{}), disconnected: make(chan struct{}),
 	}
 	s.lastUse.Store(time.Now().UnixNano())
 	go s.watch()

@@ -70,6 +70,9 @@ type Session struct {
 	watched chan struct{} // closed when the watchdog has ended
 	closed  chan struct{} // closed when Close has done its work
 	linked  chan struct{} // closed when the link watch has ended
+
+	disconnect   sync.Once
+	disconnected chan struct{} // closed once the connection is closed (see lose)
 }
 
 // SessionOptions are a Session's optional settings; the zero value (or a nil
@@ -219,6 +222,7 @@ var errSessionClosed = fmt.Errorf("%w", ErrClosed)
 func (s *Session) lose(cause error) {
 	s.tell(cause)
 	_ = s.conn.Close(context.Background())
+	s.disconnect.Do(func() { close(s.disconnected) })
 }
 
 // tell marks the session lost for cause (the first cause wins): every held
@@ -259,6 +263,19 @@ func (s *Session) tell(cause error) {
 func (s *Session) lost() bool {
 	select {
 	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// gone reports whether the session has ended and its connection is closed:
+// a lost session's connection is closed soon after the loss is told (by
+// whoever has it, within parkDelay or the statement in progress's failure),
+// and until then it still counts as one of the connections a Locker opened.
+func (s *Session) gone() bool {
+	select {
+	case <-s.disconnected:
 		return true
 	default:
 		return false
