@@ -130,7 +130,7 @@ func parseBackendHolds(text string) (pid uint32, held map[holdKey]bool, ok bool)
 			return 0, nil, false
 		}
 		for t := range tags {
-			held[holdKey{t, m}] = true
+			held[keyOf(t, m)] = true
 		}
 	}
 	return uint32(n), held, true

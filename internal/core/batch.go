@@ -48,6 +48,41 @@ func (l *Lock) newOp(unlock bool) *batchOp {
 // submission, so it never blocks.
 func (op *batchOp) signal() { op.done <- struct{}{} }
 
+// batchScratch is what a leader's round fills and the next round reuses,
+// so that a round does not allocate them: a session's batches have one
+// leader at a time, which has the session (its gate) while it uses them.
+type batchScratch struct {
+	kinds []rowKind // of the round's batchRows
+	tags  []Tag
+	sent  map[holdKey]int
+	used  []bool
+}
+
+// maxScratchMap bounds the rows of a sent map kept for the next round:
+// clearing a map costs its capacity, which a rare huge batch would leave
+// to every later round.
+const maxScratchMap = 1024
+
+// sentMap returns an empty map for the round's tries.
+func (sc *batchScratch) sentMap() map[holdKey]int {
+	if sc.sent == nil || len(sc.sent) > maxScratchMap {
+		sc.sent = make(map[holdKey]int)
+	} else {
+		clear(sc.sent)
+	}
+	return sc.sent
+}
+
+// usedFlags returns n false flags.
+func (sc *batchScratch) usedFlags(n int) []bool {
+	if cap(sc.used) < n {
+		sc.used = make([]bool, n)
+	}
+	sc.used = sc.used[:n]
+	clear(sc.used)
+	return sc.used
+}
+
 // batchable reports whether l's operations may be batched.
 func (l *Lock) batchable() bool { return l.guard != nil && l.fence == "" && len(l.tags) > 0 }
 
@@ -105,6 +140,7 @@ const maxLeadRounds = 16
 // handed over.
 func (l *Lock) leadBatches(ctx context.Context, own *batchOp) {
 	g := l.guard.Gate()
+	var prev []*batchOp // the previous round's ops, all signalled
 	for round := 0; ; round++ {
 		if round == maxLeadRounds {
 			g.handOff()
@@ -123,7 +159,7 @@ func (l *Lock) leadBatches(ctx context.Context, own *batchOp) {
 				g.handOff()
 				return
 			}
-			for ops := g.takeBatch(); len(ops) > 0; ops = g.takeBatch() {
+			for ops := g.takeBatch(nil); len(ops) > 0; ops = g.takeBatch(nil) {
 				for _, op := range ops {
 					op.err = err
 					op.signal()
@@ -131,7 +167,7 @@ func (l *Lock) leadBatches(ctx context.Context, own *batchOp) {
 			}
 			return
 		}
-		ops := g.takeBatch()
+		ops := g.takeBatch(prev)
 		if len(ops) == 0 {
 			l.exit()
 			return
@@ -141,6 +177,7 @@ func (l *Lock) leadBatches(ctx context.Context, own *batchOp) {
 		for _, op := range ops {
 			op.signal()
 		}
+		prev = ops
 	}
 }
 
@@ -154,8 +191,9 @@ func (l *Lock) runBatch(ops []*batchOp) {
 		}
 		return
 	}
-	var rows batchRows
-	var sent map[holdKey]int // tag and mode → its row; nil for unlocks only
+	sc := &l.guard.Gate().scratch
+	rows := batchRows{kinds: sc.kinds[:0], tags: sc.tags[:0]}
+	sent := sc.sentMap()     // tag and mode → its row
 	holds.Lock()             // once for the whole batch
 	for _, op := range ops { // unlocks first: a try in the same batch may want what they free
 		if op.unlock {
@@ -168,15 +206,13 @@ func (l *Lock) runBatch(ops []*batchOp) {
 			continue
 		}
 		for _, t := range unheldLocked(key, op.l.mode, op.l.tags) {
-			if sent == nil {
-				sent = make(map[holdKey]int)
-			}
-			if _, ok := sent[holdKey{t, op.l.mode}]; !ok {
-				sent[holdKey{t, op.l.mode}] = rows.add(op.l.mode, []Tag{t}, false)
+			if _, ok := sent[keyOf(t, op.l.mode)]; !ok {
+				sent[keyOf(t, op.l.mode)] = rows.add(op.l.mode, []Tag{t}, false)
 			}
 		}
 	}
 	holds.Unlock()
+	sc.kinds, sc.tags = rows.kinds, rows.tags
 	flags, rep, err := l.runRows(rows, singleStatement(ops, rows))
 	if err != nil && SQLState(err) != "" && !l.conn.Closed() {
 		l.reconcile(ops, sent, err) // e.g. a full lock table (53200)
@@ -209,7 +245,8 @@ func (l *Lock) runBatch(ops []*batchOp) {
 // back.
 func (l *Lock) settle(ops []*batchOp, sent map[holdKey]int, flags []bool, pid uint32) {
 	key := l.conn.Key()
-	used := make([]bool, len(flags)) // by row
+	sc := &l.guard.Gate().scratch
+	used := sc.usedFlags(len(flags)) // by row
 	holds.Lock()                     // once for the whole batch
 	for _, op := range ops {
 		if op.unlock {
@@ -221,13 +258,13 @@ func (l *Lock) settle(ops []*batchOp, sent map[holdKey]int, flags []bool, pid ui
 		}
 		op.ok = true
 		for _, t := range op.l.tags {
-			if i, ok := sent[holdKey{t, op.l.mode}]; ok && !flags[i] {
+			if i, ok := sent[keyOf(t, op.l.mode)]; ok && !flags[i] {
 				op.ok = false
 			}
 		}
 		if op.ok {
 			for _, t := range op.l.tags {
-				if i, ok := sent[holdKey{t, op.l.mode}]; ok {
+				if i, ok := sent[keyOf(t, op.l.mode)]; ok {
 					used[i] = true
 				}
 			}
@@ -239,7 +276,7 @@ func (l *Lock) settle(ops []*batchOp, sent map[holdKey]int, flags []bool, pid ui
 	var back batchRows
 	for hk, i := range sent {
 		if flags[i] && !used[i] {
-			back.add(hk.mode, []Tag{hk.tag}, true)
+			back.add(hk.lockMode(), []Tag{hk.lockTag()}, true)
 		}
 	}
 	if back.len() == 0 {
@@ -295,7 +332,7 @@ func (l *Lock) releaseBatched(op operation) error {
 func (l *Lock) distrustRows(cause error, sent map[holdKey]int) error {
 	var back batchRows
 	for hk := range sent {
-		back.add(hk.mode, []Tag{hk.tag}, true)
+		back.add(hk.lockMode(), []Tag{hk.lockTag()}, true)
 	}
 	var err error
 	if back.len() > 0 {

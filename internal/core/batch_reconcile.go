@@ -31,7 +31,7 @@ func (l *Lock) reconcile(ops []*batchOp, sent map[holdKey]int, cause error) {
 		if op.unlock {
 			op.ok = true
 			for _, t := range op.tags {
-				if held[holdKey{t, op.l.mode}] {
+				if held[keyOf(t, op.l.mode)] {
 					back.add(op.l.mode, []Tag{t}, true)
 				}
 			}
@@ -39,7 +39,7 @@ func (l *Lock) reconcile(ops []*batchOp, sent map[holdKey]int, cause error) {
 	}
 	for hk := range sent {
 		if held[hk] {
-			back.add(hk.mode, []Tag{hk.tag}, true)
+			back.add(hk.lockMode(), []Tag{hk.lockTag()}, true)
 		}
 	}
 	if _, _, err = l.runRows(back, nil); err != nil {

@@ -27,7 +27,10 @@ type Gate struct {
 	drained  chan struct{}
 
 	batch   []*batchOp // submitted, not yet taken by a leader
+	spare   []*batchOp // a taken batch's slice, given back empty, for batch
 	leading bool       // a leader will take the batch
+
+	scratch batchScratch // the leader's, reused from batch to batch (see runBatch)
 }
 
 type gateWaiter struct {
@@ -218,15 +221,23 @@ func (g *Gate) submit(op *batchOp) (lead bool) {
 }
 
 // takeBatch takes the batch for a leader's round. When there is none the
-// leadership ends, and the next submit elects a new leader.
-func (g *Gate) takeBatch() []*batchOp {
+// leadership ends, and the next submit elects a new leader. done, if not
+// nil, is the leader's previous batch, every op of which has been
+// signalled: its slice is kept for a later batch to fill, so that
+// submitting does not allocate.
+func (g *Gate) takeBatch(done []*batchOp) []*batchOp {
+	clear(done)
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if done != nil {
+		g.spare = done[:0]
+	}
 	ops := g.batch
-	g.batch = nil
 	if len(ops) == 0 {
 		g.leading = false
+		return nil
 	}
+	g.batch, g.spare = g.spare, nil
 	return ops
 }
 

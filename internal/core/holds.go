@@ -1,12 +1,32 @@
 package core
 
-import "sync"
+import (
+	"slices"
+	"sync"
+)
 
-// holdKey is one server-level hold: a lock in a mode on a session.
+// holdKey is one server-level hold: a lock in a mode on a session. Its
+// fields pack a Tag and a Mode without padding, so that the maps keyed by it
+// (which every batch reads and writes for each of its rows) hash it as
+// plain memory.
 type holdKey struct {
-	tag  Tag
-	mode Mode
+	id   uint64 // ClassID<<32 | ObjID
+	sub  uint32 // ObjSubID
+	mode uint32
 }
+
+// keyOf returns the holdKey of t in mode m.
+func keyOf(t Tag, m Mode) holdKey {
+	return holdKey{id: uint64(t.ClassID)<<32 | uint64(t.ObjID), sub: uint32(t.ObjSubID), mode: uint32(m)}
+}
+
+// lockTag returns the key's Tag.
+func (k holdKey) lockTag() Tag {
+	return Tag{ClassID: uint32(k.id >> 32), ObjID: uint32(k.id), ObjSubID: uint16(k.sub)}
+}
+
+// lockMode returns the key's Mode.
+func (k holdKey) lockMode() Mode { return Mode(k.mode) }
 
 // grant is one server-level hold: how many Locks count it, and the fencing
 // token drawn when the server granted it (0 if unfenced). Every Lock that
@@ -104,13 +124,30 @@ func unheldLocked(session any, m Mode, tags []Tag) []Tag {
 	if s == nil {
 		return tags
 	}
-	var out []Tag
-	for _, t := range tags {
-		if _, ok := s.grants[holdKey{t, m}]; !ok {
-			out = append(out, t)
+	return keepTags(tags, func(t Tag) bool {
+		_, held := s.grants[keyOf(t, m)]
+		return !held
+	})
+}
+
+// keepTags returns the tags for which keep is true, in order; keep is
+// called once per tag, in order. When it keeps them all (the usual case:
+// no other Lock of the session shares them) the result is tags itself,
+// with no allocation: callers must not modify it.
+func keepTags(tags []Tag, keep func(Tag) bool) []Tag {
+	for i, t := range tags {
+		if keep(t) {
+			continue
 		}
+		out := slices.Clone(tags[:i])
+		for _, u := range tags[i+1:] {
+			if keep(u) {
+				out = append(out, u)
+			}
+		}
+		return out
 	}
-	return out
+	return tags
 }
 
 // addHolds records that one more Lock holds tags in mode m on the session.
@@ -138,7 +175,7 @@ func addHoldsLocked(session any, m Mode, tags []Tag, pid uint32, token int64) in
 	}
 	var newest int64
 	for _, t := range tags {
-		k := holdKey{t, m}
+		k := keyOf(t, m)
 		g, ok := s.grants[k]
 		if !ok {
 			g.token = token
@@ -165,17 +202,16 @@ func dropHoldsLocked(session any, m Mode, tags []Tag) []Tag {
 	if s == nil {
 		return tags
 	}
-	var freed []Tag
-	for _, t := range tags {
-		k := holdKey{t, m}
+	freed := keepTags(tags, func(t Tag) bool {
+		k := keyOf(t, m)
 		g, ok := s.grants[k]
 		if g.locks--; !ok || g.locks <= 0 {
 			delete(s.grants, k)
-			freed = append(freed, t)
-			continue
+			return true
 		}
 		s.grants[k] = g
-	}
+		return false
+	})
 	if len(s.grants) == 0 {
 		deleteSession(session, s)
 	}
