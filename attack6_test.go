@@ -659,8 +659,8 @@ func TestAttack6LostRacesKillsAndReleases(t *testing.T) {
 // TestAttack6LockerLoadsComeBack: a Locker (MaxSessions 3) under churn —
 // Acquires with a ctx cancelled before they start (on free and on busy
 // ids), short Acquires, TryAcquires and Do, over ids another connection
-// takes and frees — with backends terminated now and then. The server
-// never sees more than 3 of its sessions; at rest every open session's
+// takes and frees — with backends terminated now and then. The most
+// sessions the server saw is logged; at rest every open session's
 // load and waits are zero, Stat shows nothing held or waiting, and
 // placement still spreads waiters (a5Placement).
 func TestAttack6LockerLoadsComeBack(t *testing.T) {
@@ -759,10 +759,12 @@ func TestAttack6LockerLoadsComeBack(t *testing.T) {
 	close(stop)
 	bg.Wait()
 	// Logged, not asserted: here a session can also be lost without a
-	// kill (a cancel that does not land closes it), and a lost session
-	// tells its loss before it closes its connection, so the server may
-	// briefly see its backend beside the replacement (6 of 56 runs saw
-	// MaxSessions+1). TestAttack4LockerChurnWithLosses asserts the bound.
+	// kill (a cancel that does not land closes it). The Locker replaces
+	// it only once its connection is closed (TestLockerReplacesOnlyClosed
+	// Sessions), but the server lists the old backend until it has exited,
+	// a few milliseconds later: 5 of 30 runs still saw MaxSessions+1, and a
+	// second look at once found MaxSessions. TestAttack4LockerChurnWithLosses
+	// asserts the bound where only kills end sessions.
 	t.Logf("the server saw at most %d sessions (MaxSessions %d)", most(), maxSessions)
 	expectLockerAtRest(t, lk, "Stat at rest")
 	for _, c := range alock.LockerLoads(lk) {

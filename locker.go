@@ -95,7 +95,9 @@ var errMoved = errors.New("alock: moved to a session free of waits")
 type LockerOptions struct {
 	// MaxSessions is the most database sessions the Locker opens at once.
 	// Default 2. It opens one more only when a Lock waits at the server on
-	// every open one, and replaces lost ones.
+	// every open one, and replaces lost ones once their connection is
+	// closed. The server may still list a closed connection's backend for
+	// a few milliseconds, as it exits, beside its replacement.
 	MaxSessions int
 	// Session configures every session: keepalive, fencing, logger, tracer.
 	Session SessionOptions
