@@ -113,39 +113,56 @@ func buildBatchSQL(set int) string {
 }
 
 // statement returns the batch statement for r and, for each of its parts,
-// the rows (indexes into r) it covers.
+// the rows (indexes into r) it covers. The parts' rows and keys are cut
+// from one array each, sized by a first count: a batch's statement
+// allocates a handful of times, not per row.
 func (r *batchRows) statement() (statement, [][]int) {
-	var set int
+	var count [numRowKinds]int
+	var set, keyRows, pairRows, nargs, nparts int
 	for _, k := range r.kinds {
-		set |= 1 << k
+		if count[k] == 0 {
+			set |= 1 << k
+			nparts++
+			nargs++
+			if k&4 != 0 {
+				nargs++
+			}
+		}
+		count[k]++
+		if k&4 != 0 {
+			pairRows++
+		} else {
+			keyRows++
+		}
 	}
-	var args []any
-	var parts [][]int
+	rowsAll := make([]int, 0, len(r.kinds))
+	keysAll := make([]int64, 0, keyRows)
+	k1sAll, k2sAll := make([]int32, 0, pairRows), make([]int32, 0, pairRows)
+	args := make([]any, 0, nargs)
+	parts := make([][]int, 0, nparts)
 	for _, k := range kindOrder {
-		if set&(1<<k) == 0 {
+		if count[k] == 0 {
 			continue
 		}
-		var rows []int
-		var keys []int64
-		var k1s, k2s []int32
+		first, firstKey, firstPair := len(rowsAll), len(keysAll), len(k1sAll)
 		for i, kind := range r.kinds {
 			if kind != k {
 				continue
 			}
-			rows = append(rows, i)
+			rowsAll = append(rowsAll, i)
 			if k&4 != 0 {
 				k1, k2 := r.tags[i].Pair()
-				k1s, k2s = append(k1s, k1), append(k2s, k2)
+				k1sAll, k2sAll = append(k1sAll, k1), append(k2sAll, k2)
 			} else {
-				keys = append(keys, r.tags[i].Key())
+				keysAll = append(keysAll, r.tags[i].Key())
 			}
 		}
 		if k&4 != 0 {
-			args = append(args, k1s, k2s)
+			args = append(args, k1sAll[firstPair:len(k1sAll):len(k1sAll)], k2sAll[firstPair:len(k2sAll):len(k2sAll)])
 		} else {
-			args = append(args, keys)
+			args = append(args, keysAll[firstKey:len(keysAll):len(keysAll)])
 		}
-		parts = append(parts, rows)
+		parts = append(parts, rowsAll[first:len(rowsAll):len(rowsAll)])
 	}
 	return statement{sql: batchSQL(set), args: args}, parts
 }
