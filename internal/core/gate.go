@@ -5,6 +5,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // Gate gives one connection to one user at a time, in the order they came.
@@ -20,10 +21,10 @@ import (
 type Gate struct {
 	mu       sync.Mutex
 	busy     bool
-	preempt  func()    // the current user's, while it only waits
-	queue    list.List // of *gateWaiter, first come first
-	slot     any       // the Lock that may wait on the server, nil for none
-	closeErr error     // set by Shut: Enter fails with it
+	preempt  func()               // the current user's, while it only waits
+	queue    list.List            // of *gateWaiter, first come first
+	slot     atomic.Pointer[Lock] // the Lock that may wait on the server, nil for none
+	closeErr error                // set by Shut: Enter fails with it
 	drained  chan struct{}
 
 	batch   []*batchOp // submitted, not yet taken by a leader
@@ -134,38 +135,21 @@ func (g *Gate) preemptLocked() {
 
 // TakeSlot makes owner the one user that may wait on the server, and
 // reports whether it is (it may already be). FreeSlot gives the slot back.
-func (g *Gate) TakeSlot(owner any) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.slot == nil {
-		g.slot = owner
-	}
-	return g.slot == owner
+// The slot is an atomic of its own, off the gate's mutex: a Locker reads
+// it for every hold it places (SlotFree).
+func (g *Gate) TakeSlot(owner *Lock) bool {
+	return g.slot.CompareAndSwap(nil, owner) || g.slot.Load() == owner
 }
 
 // SlotFree reports whether nobody waits on the server (the wait slot is
 // free).
-func (g *Gate) SlotFree() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.slot == nil
-}
+func (g *Gate) SlotFree() bool { return g.slot.Load() == nil }
 
 // HasSlot reports whether owner has the wait slot.
-func (g *Gate) HasSlot(owner any) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.slot == owner
-}
+func (g *Gate) HasSlot(owner *Lock) bool { return g.slot.Load() == owner }
 
 // FreeSlot gives back the wait slot if owner has it.
-func (g *Gate) FreeSlot(owner any) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.slot == owner {
-		g.slot = nil
-	}
-}
+func (g *Gate) FreeSlot(owner *Lock) { g.slot.CompareAndSwap(owner, nil) }
 
 // Shut makes every later Enter fail with cause, fails the queued ones,
 // preempts the current user, and waits until the connection is free, or ctx
