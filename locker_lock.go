@@ -245,7 +245,7 @@ func (k *lockerLock) coreOn(s *lockerSession) *core.Lock {
 				delete(k.cores, old)
 			}
 		}
-		c = s.newCoreLock(k.l.mode, k.l.ids)
+		c = s.newCoreLock(k.l.mode, k.l.ids, true) // under the Lock's turn
 		k.cores[s] = c
 	}
 	return c

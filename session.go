@@ -149,14 +149,16 @@ func (s *Session) NewExclusive(ids ...ID) *Lock { return s.newLock(Exclusive, id
 func (s *Session) NewShare(ids ...ID) *Lock { return s.newLock(Share, ids) }
 
 func (s *Session) newLock(m Mode, ids []ID) *Lock {
-	l := &Lock{core: s.newCoreLock(m, ids), mode: m, ids: slices.Clone(ids)}
+	l := &Lock{core: s.newCoreLock(m, ids, false), mode: m, ids: slices.Clone(ids)}
 	l.session, l.tracer = s, s.opts.Tracer
 	return l
 }
 
-// newCoreLock returns the core of a Lock on the session.
-func (s *Session) newCoreLock(m Mode, ids []ID) *core.Lock {
-	opts := core.Options{Guard: sessionGuard{s}, PID: s.pid}
+// newCoreLock returns the core of a Lock on the session; serial, for a
+// Locker's Lock, which gives it one operation at a time (see
+// core.Options.Serial).
+func (s *Session) newCoreLock(m Mode, ids []ID, serial bool) *core.Lock {
+	opts := core.Options{Guard: sessionGuard{s}, PID: s.pid, Serial: serial}
 	if s.opts.Fencing {
 		opts.Fence = s.opts.FenceSequence
 	}

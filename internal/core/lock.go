@@ -27,9 +27,9 @@ type Lock struct {
 	lockAll, tryAll, unlockAll statement
 
 	state hold
-	polls polling // of the acquisition in progress (guarded by turn)
-	turn  *Turn   // held by the goroutine that takes or releases the hold (guarded Locks)
-	batch batchOp // the op of a batched operation, reused (see newOp; guarded by turn)
+	polls polling // of the acquisition in progress (guarded by turn, or a Serial Lock's caller)
+	turn  *Turn   // held by the goroutine that takes or releases the hold (guarded Locks not Serial; else nil)
+	batch batchOp // the op of a batched operation, reused (see newOp; guarded as polls)
 }
 
 // Options are a Lock's optional parts.
@@ -37,6 +37,10 @@ type Options struct {
 	Guard Guard  // serialises the session's users; nil for none
 	Fence string // sequence for fencing tokens, schema-qualified; "" for none
 	PID   uint32 // the session's backend pid, if known: every statement must match it
+	// Serial says that the caller gives the Lock one operation at a time
+	// (a Locker's Lock, under its own turn): a guarded Lock then takes no
+	// turn of its own.
+	Serial bool
 }
 
 // NewLock returns an unheld Lock on c over tags (duplicates are dropped, the
@@ -49,8 +53,16 @@ func NewLock(c Conn, label func() string, m Mode, tags []Tag, opts Options) *Loc
 		lockAll:   lockStatement(m, distinct, opts.Fence, pidStartSQL),
 		tryAll:    tryStatement(m, distinct, opts.Fence, pidStartSQL),
 		unlockAll: unlockStatement(m, distinct),
-		turn:      NewTurn(),
+		turn:      newTurnUnless(opts.Guard == nil || opts.Serial),
 	}
+}
+
+// newTurnUnless returns a new Turn, or nil if the Lock needs none.
+func newTurnUnless(none bool) *Turn {
+	if none {
+		return nil
+	}
+	return NewTurn()
 }
 
 // ConnKey returns the Key of the Lock's Conn, nil if it has none.

@@ -149,10 +149,11 @@ func (l *Lock) countOnly(op operation) (counted bool, err error) {
 // takeTurn makes the caller the one goroutine that takes or releases the
 // Lock's hold on the server (see Turn); for a try it gives up (got false)
 // while the goroutine that has the turn waits for the lock. A Lock on a
-// plain connection belongs to one goroutine and needs no turn.
+// plain connection belongs to one goroutine, and a Serial one's caller
+// gives it one operation at a time: neither has a turn.
 func (l *Lock) takeTurn(ctx context.Context, try bool) (got bool, err error) {
 	switch {
-	case l.guard == nil:
+	case l.turn == nil:
 		return true, nil
 	case try:
 		return l.turn.TakeUnlessWaiting(ctx)
@@ -166,7 +167,7 @@ func (l *Lock) takeTurn(ctx context.Context, try bool) (got bool, err error) {
 // setWaiting marks whether the goroutine that has the turn waits for the
 // lock.
 func (l *Lock) setWaiting(on bool) {
-	if l.guard != nil {
+	if l.turn != nil {
 		l.turn.SetWaiting(on)
 	}
 }
@@ -180,7 +181,7 @@ func (l *Lock) setReleasing(on bool) {
 
 // giveTurn ends the caller's turn.
 func (l *Lock) giveTurn() {
-	if l.guard != nil {
+	if l.turn != nil {
 		l.turn.Give()
 	}
 }
