@@ -699,8 +699,18 @@ func TestAttack4LockerTryMovesOnAfterLoss(t *testing.T) {
 				tries.Add(1)
 				ok, err := l.TryAcquire(ctx)
 				if err != nil || !ok {
-					failed.Add(1)
-					bad.add("TryAcquire of a free id: %v, %v", ok, err)
+					if failed.Add(1) > 3 { // the first three say who held the id
+						bad.add("TryAcquire of a free id: %v, %v", ok, err)
+						continue
+					}
+					var holders string
+					if err := pgtest.Connect(t, dsn).QueryRow(ctx, `
+						SELECT coalesce(string_agg(l.pid || (CASE WHEN l.granted THEN ' holds' ELSE ' waits' END), ', '), 'nobody')
+						FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objid = $1`, g).Scan(&holders); err != nil {
+						holders = err.Error()
+					}
+					bad.add("TryAcquire of a free id: %v, %v (then: %s; terminated %v; the Locker's sessions %v)",
+						ok, err, holders, admin.killedPIDs(), alock.LockerLoads(lk))
 					continue
 				}
 				if err := l.Release(ctx); err != nil && !errors.Is(err, alock.ErrLost) {
