@@ -347,12 +347,17 @@ func (c *a4Inside) leave(k int64, share bool) {
 }
 
 // a4MaxBackends samples the backends with application_name app every 10 ms
-// until stop closes; most reports the largest count seen. Backends that
-// killers terminated are not counted: a terminated backend tells its client
-// before it leaves pg_stat_activity, and the client may have replaced it
-// by then. The killers' lists are read after each sample, so that a kill
-// made between the list and the sample cannot count its dying backend.
-func a4MaxBackends(t *testing.T, dsn, app string, stop <-chan struct{}, killers ...*a4Admin) (most func() int) {
+// until stop closes; most reports the largest count seen. The backends
+// that excluded lists are not counted: the ones the test terminated and
+// the ones of sessions the Locker was told it lost (a4Lost). Either kind
+// may stay listed, as it exits, after the Locker has closed its connection
+// and opened a replacement: a terminated backend tells its client before
+// it leaves pg_stat_activity, and a backend whose client closed the
+// connection during a lock wait sees it only later. MaxSessions bounds the
+// connections the Locker has open, not how fast the server forgets them.
+// The lists are read after each sample, so that a backend lost between the
+// list and the sample cannot count.
+func a4MaxBackends(t *testing.T, dsn, app string, stop <-chan struct{}, excluded ...func() []uint32) (most func() int) {
 	var n atomic.Int32
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -373,9 +378,9 @@ func a4MaxBackends(t *testing.T, dsn, app string, stop <-chan struct{}, killers 
 				t.Error(err)
 				return
 			}
-			for _, k := range killers {
-				killed := k.killedPIDs()
-				pids = slices.DeleteFunc(pids, func(pid uint32) bool { return slices.Contains(killed, pid) })
+			for _, list := range excluded {
+				gone := list()
+				pids = slices.DeleteFunc(pids, func(pid uint32) bool { return slices.Contains(gone, pid) })
 			}
 			if c := int32(len(pids)); c > n.Load() {
 				n.Store(c)
@@ -383,6 +388,35 @@ func a4MaxBackends(t *testing.T, dsn, app string, stop <-chan struct{}, killers 
 		}
 	})
 	return func() int { wg.Wait(); return int(n.Load()) }
+}
+
+// a4Lost is a LostTracer that records the backends of the sessions lost
+// (see a4MaxBackends); give it to a Locker with a4LostOptions.
+type a4Lost struct {
+	mu   sync.Mutex
+	pids []uint32
+}
+
+func (*a4Lost) AcquireStart(ctx context.Context, _ *alock.Lock) context.Context { return ctx }
+func (*a4Lost) AcquireEnd(context.Context, *alock.Lock, bool, error)            {}
+func (a *a4Lost) Lost(s *alock.Session, _ error) {
+	a.mu.Lock()
+	a.pids = append(a.pids, s.PID())
+	a.mu.Unlock()
+}
+
+// lostPIDs returns the backends of the sessions lost so far.
+func (a *a4Lost) lostPIDs() []uint32 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.pids)
+}
+
+// a4LostOptions returns LockerOptions with MaxSessions max whose sessions
+// tell their loss to a new a4Lost, and that a4Lost.
+func a4LostOptions(max int) (*alock.LockerOptions, *a4Lost) {
+	lost := &a4Lost{}
+	return &alock.LockerOptions{MaxSessions: max, Session: alock.SessionOptions{Tracer: lost}}, lost
 }
 
 // a4Admin is one connection that watches and terminates the backends of
@@ -481,11 +515,12 @@ func TestAttack4LockerChurnWithLosses(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	ctx := context.Background()
 	const app, maxSessions = "a4_lk_churn", 3
-	lk := newLocker(t, dsn, app, &alock.LockerOptions{MaxSessions: maxSessions})
+	opts, lostSessions := a4LostOptions(maxSessions)
+	lk := newLocker(t, dsn, app, opts)
 	inside := newA4Inside()
 	stop := make(chan struct{})
 	admin := newA4Admin(t, dsn)
-	most := a4MaxBackends(t, dsn, app, stop, admin)
+	most := a4MaxBackends(t, dsn, app, stop, admin.killedPIDs, lostSessions.lostPIDs)
 	var bg sync.WaitGroup
 	bg.Go(func() { // another process takes and frees keys 396..399
 		c := pgtest.Connect(t, dsn)

@@ -376,12 +376,11 @@ func TestAttack5TwoLockersExcludeUnderWaits(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	ctx := context.Background()
 	apps := []string{"a5_excl_a", "a5_excl_b"}
-	lks := []*alock.Locker{
-		newLocker(t, dsn, apps[0], &alock.LockerOptions{MaxSessions: 2}),
-		newLocker(t, dsn, apps[1], &alock.LockerOptions{MaxSessions: 3}),
-	}
+	optsA, lostA := a4LostOptions(2)
+	optsB, lostB := a4LostOptions(3)
+	lks := []*alock.Locker{newLocker(t, dsn, apps[0], optsA), newLocker(t, dsn, apps[1], optsB)}
 	stop := make(chan struct{})
-	most := []func() int{a4MaxBackends(t, dsn, apps[0], stop), a4MaxBackends(t, dsn, apps[1], stop)}
+	most := []func() int{a4MaxBackends(t, dsn, apps[0], stop, lostA.lostPIDs), a4MaxBackends(t, dsn, apps[1], stop, lostB.lostPIDs)}
 	inside := newA4Inside()
 	var bg sync.WaitGroup
 	bg.Go(func() { // another process takes and frees 0..2
@@ -987,7 +986,8 @@ func TestAttack5WaitersReplaceKilledSessions(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	ctx := context.Background()
 	const app, n = "a5_waiters_killed", 30
-	lk := newLocker(t, dsn, app, &alock.LockerOptions{MaxSessions: 3})
+	opts, lost := a4LostOptions(3)
+	lk := newLocker(t, dsn, app, opts)
 	admin := newA4Admin(t, dsn)
 	var keys []int64
 	for i := range int64(n) {
@@ -995,7 +995,7 @@ func TestAttack5WaitersReplaceKilledSessions(t *testing.T) {
 	}
 	holdKeys(t, dsn, keys...)
 	stop := make(chan struct{})
-	most := a4MaxBackends(t, dsn, app, stop, admin)
+	most := a4MaxBackends(t, dsn, app, stop, admin.killedPIDs, lost.lostPIDs)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup

@@ -660,7 +660,8 @@ func TestAttack6LostRacesKillsAndReleases(t *testing.T) {
 // Acquires with a ctx cancelled before they start (on free and on busy
 // ids), short Acquires, TryAcquires and Do, over ids another connection
 // takes and frees — with backends terminated now and then. The most
-// sessions the server saw is logged; at rest every open session's
+// sessions the server saw (see a4MaxBackends) is logged; at rest every
+// open session's
 // load and waits are zero, Stat shows nothing held or waiting, and
 // placement still spreads waiters (a5Placement).
 func TestAttack6LockerLoadsComeBack(t *testing.T) {
@@ -668,10 +669,11 @@ func TestAttack6LockerLoadsComeBack(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	ctx := context.Background()
 	const app, maxSessions = "a6_lk_loads", 3
-	lk := newLocker(t, dsn, app, &alock.LockerOptions{MaxSessions: maxSessions})
+	opts, lost := a4LostOptions(maxSessions)
+	lk := newLocker(t, dsn, app, opts)
 	admin := newA4Admin(t, dsn)
 	stop := make(chan struct{})
-	most := a4MaxBackends(t, dsn, app, stop, admin)
+	most := a4MaxBackends(t, dsn, app, stop, admin.killedPIDs, lost.lostPIDs)
 	var bg sync.WaitGroup
 	bg.Go(func() { // another process takes and frees keys 60..63
 		c := pgtest.Connect(t, dsn)
@@ -758,14 +760,13 @@ func TestAttack6LockerLoadsComeBack(t *testing.T) {
 	wg.Wait()
 	close(stop)
 	bg.Wait()
-	// Logged, not asserted: here a session can also be lost without a
-	// kill (a cancel that does not land closes it). The Locker replaces
-	// it only once its connection is closed (TestLockerReplacesOnlyClosed
-	// Sessions), but the server lists the old backend until it has exited,
-	// a few milliseconds later: 5 of 30 runs still saw MaxSessions+1, and a
-	// second look at once found MaxSessions. TestAttack4LockerChurnWithLosses
-	// asserts the bound where only kills end sessions.
-	t.Logf("the server saw at most %d sessions (MaxSessions %d)", most(), maxSessions)
+	// Logged, not asserted: 3 of 12 runs under load saw MaxSessions+1
+	// besides lost and terminated sessions, gone at a second look. Not
+	// explained; the likely cause is a connection that ends without a loss
+	// or a kill (an Open whose ctx ends part-way closes it), which the
+	// server lists a moment longer. TestAttack4LockerChurnWithLosses and
+	// TestAttack5TwoLockersExcludeUnderWaits assert the bound.
+	t.Logf("the server saw at most %d sessions besides lost and terminated ones (MaxSessions %d)", most(), maxSessions)
 	expectLockerAtRest(t, lk, "Stat at rest")
 	for _, c := range alock.LockerLoads(lk) {
 		if c.Load != 0 || c.Waits != 0 {
