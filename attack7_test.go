@@ -256,3 +256,184 @@ func TestAttack7SharedLocksSignals(t *testing.T) {
 	}
 	t.Logf("%d operations, %d tries, %d ended by their ctx", ops.Load(), tries.Load(), ctxEnded.Load())
 }
+
+// a7Closed reports whether ch closes within d.
+func a7Closed(ch <-chan struct{}, d time.Duration) bool {
+	if ch == nil {
+		return true
+	}
+	select {
+	case <-ch:
+		return true
+	default:
+	}
+	select {
+	case <-ch:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+// TestAttack7KillDuringBatchedGrants: 48 goroutines, each with its own
+// Lock on one Session, take (TryAcquire or Acquire, batched) and release
+// in a tight loop while another connection terminates the session's
+// backend. Before the kill, at a pause, pg_locks shows exactly the holds
+// of the Locked Locks and none of their Lost channels is closed. After
+// it, every Lock a goroutine holds (granted before the session was told
+// lost, or as it was) has its Lost channel closed, is not Locked, and its
+// Release reports ErrLost; so does the Lost channel, asked for during the
+// hold, of a Release that reports ErrLost.
+func TestAttack7KillDuringBatchedGrants(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	bg := context.Background()
+	admin := newA4Admin(t, dsn)
+	var grantedLate, lostChecked, releasesLost atomic.Int64
+	for round := range 6 {
+		s := attackSession(t, dsn, nil)
+		pid := s.PID()
+		type worker struct {
+			l    *alock.Lock
+			mode alock.Mode
+			held bool
+			lost <-chan struct{}
+			log  []string
+		}
+		workers := make([]*worker, 48)
+		for i := range workers {
+			id := alock.Key(int64(71000 + i))
+			w := &worker{l: s.NewExclusive(id), mode: alock.Exclusive}
+			if i%2 == 1 {
+				w.mode, w.l = alock.Share, s.NewShare(id, alock.Key(71999)) // one id for all of them
+			}
+			workers[i] = w
+		}
+		run := func(until func() bool, stopHolding bool) {
+			var wg sync.WaitGroup
+			for _, w := range workers {
+				wg.Go(func() {
+					for !until() {
+						if w.held {
+							err := w.l.Release(bg)
+							w.log = append(w.log, fmt.Sprintf("release: %v", err))
+							if errors.Is(err, alock.ErrLost) {
+								releasesLost.Add(1)
+								if !a7Closed(w.lost, 2*time.Second) {
+									t.Errorf("round %d: Release %v reported ErrLost (%v), the Lost channel asked for during the hold is open", round, w.l, err)
+								}
+								w.held = false
+								continue
+							}
+							if err != nil {
+								t.Errorf("round %d: Release %v: %v", round, w.l, err)
+								return
+							}
+							w.held = false
+							continue
+						}
+						var err error
+						ok := true
+						wasLost := s.Err() != nil
+						if rand.IntN(2) == 0 {
+							ok, err = w.l.TryAcquire(bg)
+						} else {
+							ctx, cancel := context.WithTimeout(bg, 2*time.Second)
+							err = w.l.Acquire(ctx)
+							cancel()
+						}
+						if err != nil {
+							if s.Err() == nil && !errors.Is(err, alock.ErrLost) {
+								t.Errorf("round %d: acquire %v: %v", round, w.l, err)
+								return
+							}
+							time.Sleep(100 * time.Microsecond)
+							continue
+						}
+						if !ok {
+							t.Errorf("round %d: TryAcquire %v false: nothing else holds its ids", round, w.l)
+							return
+						}
+						w.held = true
+						w.lost = w.l.Lost()
+						w.log = append(w.log, fmt.Sprintf("grant (lost %v, closed %v)", wasLost, a7Closed(w.lost, 0)))
+						if wasLost {
+							grantedLate.Add(1)
+						}
+						if stopHolding && rand.IntN(4) == 0 {
+							return
+						}
+						if !stopHolding && rand.IntN(3) == 0 { // hold as the session is lost
+							for !until() {
+								time.Sleep(time.Millisecond)
+							}
+							w.log = append(w.log, fmt.Sprintf("held to the end: same channel %v", w.l.Lost() == w.lost))
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+		}
+		// A pause before the kill: goroutines keep what they hold.
+		pauseAt := time.Now().Add(time.Duration(20+rand.IntN(60)) * time.Millisecond)
+		run(func() bool { return time.Now().After(pauseAt) }, true)
+		var want []string
+		for _, w := range workers {
+			if w.l.Locked() != w.held {
+				t.Errorf("round %d, pause: %v Locked %v, held %v", round, w.l, w.l.Locked(), w.held)
+			}
+			if w.held {
+				if a7Closed(w.l.Lost(), 0) {
+					t.Errorf("round %d, pause: %v held, its Lost channel closed", round, w.l)
+				}
+				for _, id := range w.l.IDs() {
+					want = append(want, hold(id, w.mode))
+				}
+			}
+		}
+		slices.Sort(want)
+		want = slices.Compact(want)
+		if got := locktest.Holds(t, dsn, pid); !slices.Equal(got, want) {
+			t.Errorf("round %d, pause: pg_locks for pid %d: %v, the Locks say %v", round, pid, got, want)
+		}
+		if t.Failed() {
+			return
+		}
+		var kill sync.WaitGroup
+		kill.Go(func() {
+			time.Sleep(time.Duration(rand.IntN(40)) * time.Millisecond)
+			admin.kill(pid)
+		})
+		// Until the session knows, and a little after (grants that
+		// complete as it is told).
+		var toldAt atomic.Int64
+		run(func() bool {
+			if s.Err() == nil {
+				return false
+			}
+			toldAt.CompareAndSwap(0, time.Now().UnixNano())
+			return time.Since(time.Unix(0, toldAt.Load())) > 5*time.Millisecond
+		}, false)
+		kill.Wait()
+		for _, w := range workers {
+			if !w.held {
+				continue
+			}
+			lostChecked.Add(1)
+			if a, b := a7Closed(w.lost, 5*time.Second), a7Closed(w.l.Lost(), 0); !a || !b {
+				t.Errorf("round %d: %v held as the session was lost (%v), its Lost channel is open (asked at the grant: closed %v; now: closed %v; Locked %v) %q", round, w.l, s.Err(), a, b, w.l.Locked(), w.log[max(0, len(w.log)-4):])
+			}
+			if w.l.Locked() {
+				t.Errorf("round %d: %v Locked after the session was lost", round, w.l)
+			}
+			if err := w.l.Release(bg); !errors.Is(err, alock.ErrLost) {
+				t.Errorf("round %d: Release %v after the loss: %v", round, w.l, err)
+			}
+		}
+		if t.Failed() {
+			return
+		}
+	}
+	t.Logf("%d holds checked lost, %d Releases reported ErrLost, %d grants while the session was known lost", lostChecked.Load(), releasesLost.Load(), grantedLate.Load())
+}
