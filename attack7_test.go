@@ -437,3 +437,243 @@ func TestAttack7KillDuringBatchedGrants(t *testing.T) {
 	}
 	t.Logf("%d holds checked lost, %d Releases reported ErrLost, %d grants while the session was known lost", lostChecked.Load(), releasesLost.Load(), grantedLate.Load())
 }
+
+// TestAttack7LockerSweepsUnderWaits: a Locker's table cycles through more
+// than 1,024 distinct ids (so idle entries are swept again and again)
+// while other goroutines hold, wait for and withdraw from (ctx ended) a few
+// hot ids, in both modes, with multi-id Locks that overlap, and while
+// goroutines share hot Lock objects (re-entrant, their Acquire waiting in
+// the process while the same Lock's TryAcquire is called). A checker per
+// hot id sees no two conflicting holds; at a pause pg_locks of the
+// Locker's sessions shows exactly the ids of the held Locks; at rest Stat
+// shows nothing held or waiting; Close with waiters in the process fails
+// them with ErrClosed.
+func TestAttack7LockerSweepsUnderWaits(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	bg := context.Background()
+	const app = "a7_sweeps"
+	lk := newLocker(t, dsn, app, &alock.LockerOptions{MaxSessions: 2})
+	admin := newA4Admin(t, dsn)
+	const hot = 6
+	var excl, share [hot]atomic.Int32
+	enter := func(ids []int, m alock.Mode, what string) {
+		for _, i := range ids {
+			if m == alock.Exclusive {
+				if excl[i].Add(1) != 1 || share[i].Load() != 0 {
+					t.Errorf("%s: exclusive hold of hot id %d beside another hold", what, i)
+				}
+			} else if share[i].Add(1); excl[i].Load() != 0 {
+				t.Errorf("%s: share hold of hot id %d beside an exclusive one", what, i)
+			}
+		}
+	}
+	leave := func(ids []int, m alock.Mode) {
+		for _, i := range ids {
+			if m == alock.Exclusive {
+				excl[i].Add(-1)
+			} else {
+				share[i].Add(-1)
+			}
+		}
+	}
+	hotIDs := func(n []int) []alock.ID {
+		var out []alock.ID
+		for _, i := range n {
+			out = append(out, alock.Key(int64(72000+i)))
+		}
+		return out
+	}
+	// Shared hot Locks: one Lock object, many goroutines, one hold.
+	type sharedLock struct {
+		l     *alock.Lock
+		ids   []int
+		mode  alock.Mode
+		mu    sync.Mutex
+		count int // counted by its goroutines; the checker sees the hold from 0 to 1 and back
+	}
+	shared := []*sharedLock{
+		{l: lk.NewExclusive(hotIDs([]int{0, 1})...), ids: []int{0, 1}, mode: alock.Exclusive},
+		{l: lk.NewShare(hotIDs([]int{1, 2})...), ids: []int{1, 2}, mode: alock.Share},
+	}
+	var cold atomic.Int64
+	var ops, withdrawn atomic.Int64
+	type kept struct {
+		l    *alock.Lock
+		ids  []alock.ID
+		mode alock.Mode
+	}
+	var keptMu sync.Mutex
+	var keptLocks []kept
+	deadline := time.Now().Add(1500 * time.Millisecond)
+	var wg sync.WaitGroup
+	for g := range 32 {
+		wg.Go(func() {
+			for time.Now().Before(deadline) && !t.Failed() {
+				ops.Add(1)
+				r := rand.IntN(10)
+				switch {
+				case g < 12 || r < 3: // a fresh cold id: table churn and sweeps
+					id := alock.Key(100000 + cold.Add(1))
+					l := lk.NewExclusive(id)
+					if rand.IntN(2) == 0 {
+						l = lk.NewShare(id)
+					}
+					if ok, err := l.TryAcquire(bg); err != nil || !ok {
+						t.Errorf("TryAcquire of a fresh id %v: %v, %v", id, ok, err)
+						return
+					}
+					if err := l.Release(bg); err != nil {
+						t.Errorf("Release %v: %v", l, err)
+						return
+					}
+				case r < 6: // a fresh Lock over one to three hot ids
+					n := rand.Perm(hot)[:1+rand.IntN(3)]
+					m := alock.Exclusive
+					l := lk.NewExclusive(hotIDs(n)...)
+					if rand.IntN(2) == 0 {
+						m, l = alock.Share, lk.NewShare(hotIDs(n)...)
+					}
+					ctx, cancel, cause := a7Ctx(bg)
+					tctx, tcancel := context.WithTimeout(ctx, 50*time.Millisecond)
+					err := l.Acquire(tctx)
+					tcancel()
+					if err != nil {
+						cancel()
+						if tctx.Err() == nil || !errors.Is(err, tctx.Err()) {
+							t.Errorf("Acquire %v: %v", l, err)
+							return
+						}
+						if ctx.Err() != nil && cause != nil && context.Cause(ctx) == cause && !errors.Is(err, cause) {
+							t.Errorf("Acquire %v: without the cause: %v", l, err)
+						}
+						withdrawn.Add(1)
+						continue
+					}
+					cancel()
+					enter(n, m, l.String())
+					time.Sleep(time.Duration(rand.IntN(300)) * time.Microsecond)
+					leave(n, m)
+					if err := l.Release(bg); err != nil {
+						t.Errorf("Release %v: %v", l, err)
+						return
+					}
+				default: // a shared hot Lock
+					s := shared[rand.IntN(len(shared))]
+					ctx, cancel, _ := a7Ctx(bg)
+					tctx, tcancel := context.WithTimeout(ctx, 50*time.Millisecond)
+					var ok bool
+					var err error
+					if rand.IntN(2) == 0 {
+						ok, err = s.l.TryAcquire(tctx)
+					} else {
+						err = s.l.Acquire(tctx)
+						ok = err == nil
+					}
+					tcancel()
+					cancel()
+					if err != nil {
+						if tctx.Err() == nil || !errors.Is(err, tctx.Err()) {
+							t.Errorf("shared %v: %v", s.l, err)
+							return
+						}
+						withdrawn.Add(1)
+						continue
+					}
+					if !ok {
+						continue
+					}
+					s.mu.Lock()
+					if s.count++; s.count == 1 {
+						enter(s.ids, s.mode, s.l.String())
+					}
+					s.mu.Unlock()
+					if !s.l.Locked() {
+						t.Errorf("shared %v: acquired, not Locked", s.l)
+					}
+					time.Sleep(time.Duration(rand.IntN(300)) * time.Microsecond)
+					s.mu.Lock()
+					if s.count--; s.count == 0 {
+						leave(s.ids, s.mode)
+					}
+					s.mu.Unlock()
+					// The checker's count goes down before the Lock's, so that
+					// a checker never sees a hold the table gave away.
+					if err := s.l.Release(bg); err != nil {
+						t.Errorf("Release shared %v: %v", s.l, err)
+						return
+					}
+				}
+			}
+			// Keep one fresh id for the pause.
+			id := alock.Key(200000 + int64(g))
+			l := lk.NewShare(id)
+			if g%2 == 0 {
+				l = lk.NewExclusive(id)
+			}
+			mustAcquire(t, l)
+			keptMu.Lock()
+			keptLocks = append(keptLocks, kept{l, []alock.ID{id}, l.Mode()})
+			keptMu.Unlock()
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	var want []string
+	for _, k := range keptLocks {
+		if !k.l.Locked() {
+			t.Errorf("pause: kept %v not Locked", k.l)
+		}
+		want = append(want, hold(k.ids[0], k.mode))
+	}
+	slices.Sort(want)
+	if got, waiting := admin.granted(app); !slices.Equal(got, want) || waiting != 0 {
+		t.Errorf("pause: the Locker's sessions hold %v (%d waiting), its Locks say %v", got, waiting, want)
+	}
+	for _, k := range keptLocks {
+		mustRelease(t, k.l)
+	}
+	expectLockerAtRest(t, lk, "after the churn")
+	if got, waiting := admin.granted(app); len(got) > 0 || waiting != 0 {
+		t.Errorf("at rest: the Locker's sessions hold %v (%d waiting)", got, waiting)
+	}
+	// Close with waiters in the process (and a TryAcquire of a shared Lock
+	// whose Acquire waits).
+	holder := lk.NewExclusive(hotIDs([]int{3})...)
+	mustAcquire(t, holder)
+	waiter := lk.NewShare(hotIDs([]int{3, 4})...)
+	errs := make(chan error, 16)
+	var waiters sync.WaitGroup
+	for range 8 {
+		waiters.Go(func() { errs <- waiter.Acquire(bg) })
+		waiters.Go(func() {
+			ctx, cancel := context.WithTimeout(bg, time.Duration(rand.IntN(30))*time.Millisecond)
+			defer cancel()
+			if err := lk.NewExclusive(hotIDs([]int{4, 3})...).Acquire(ctx); err != nil && !errors.Is(err, ctx.Err()) && !errors.Is(err, alock.ErrClosed) {
+				t.Errorf("Acquire beside Close: %v", err)
+			}
+		})
+	}
+	pgtest.WaitFor(t, "waiters in the process", func() bool { return lk.Stat().Waiting > 0 })
+	if ok, err := waiter.TryAcquire(bg); ok || err != nil {
+		t.Errorf("TryAcquire of a Lock whose Acquire waits: %v, %v", ok, err)
+	}
+	time.Sleep(time.Duration(rand.IntN(20)) * time.Millisecond)
+	if err := lk.Close(bg); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	waiters.Wait()
+	close(errs)
+	for err := range errs {
+		if !errors.Is(err, alock.ErrClosed) {
+			t.Errorf("Acquire waiting as the Locker closed: %v", err)
+		}
+	}
+	if err := holder.Release(bg); err == nil {
+		t.Error("Release after Close succeeded")
+	}
+	expectLockerAtRest(t, lk, "after Close")
+	t.Logf("%d operations, %d ended by their ctx, %d cold ids", ops.Load(), withdrawn.Load(), cold.Load())
+}
