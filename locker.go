@@ -44,7 +44,11 @@ import (
 // When a session is lost, every Lock it carried reports it (Lost closes,
 // Release returns an error wrapping ErrLost, Do's ctx ends), and later
 // acquisitions go to a new session; nothing is re-acquired behind the
-// caller's back. Close ends everything.
+// caller's back. An acquisition whose session is lost before it holds
+// anything, or whose new session the server ends as it opens
+// (terminated, shutting down, starting up), goes on on another: an
+// Acquire until its ctx ends, a TryAcquire on up to three. A server that
+// cannot be reached or refuses the login fails it. Close ends everything.
 type Locker struct {
 	cfg  *pgx.ConnConfig
 	opts LockerOptions

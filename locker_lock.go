@@ -191,8 +191,12 @@ func (k *lockerLock) takeOnSession(ctx context.Context, op string, try, moveOn b
 	h = &lockerHold{req: req, session: picked}
 	if picked == nil {
 		if h.session, err = k.lk.session(ctx, false); err != nil {
+			err = fmt.Errorf("alock: %s %s: %w", op, k.l, err)
+			if moveOn && endedByServer(err) && ctx.Err() == nil {
+				return nil, false, true, err
+			}
 			k.leave(h)
-			return nil, false, false, fmt.Errorf("alock: %s %s: %w", op, k.l, err)
+			return nil, false, false, err
 		}
 	}
 	h.core = k.coreOn(h.session)
@@ -203,8 +207,12 @@ func (k *lockerLock) takeOnSession(ctx context.Context, op string, try, moveOn b
 		k.lk.unload(h.session)
 		for {
 			if h.session, err = k.lk.session(ctx, true); err != nil {
+				err = fmt.Errorf("alock: %s %s: %w", op, k.l, err)
+				if endedByServer(err) && ctx.Err() == nil {
+					return nil, false, true, err // as a lost session: wait on another
+				}
 				k.leave(h)
-				return nil, false, false, fmt.Errorf("alock: %s %s: %w", op, k.l, err)
+				return nil, false, false, err
 			}
 			h.core = k.coreOn(h.session)
 			wctx, m := k.lk.watch(ctx, h.session, h.core)
@@ -231,6 +239,25 @@ func (k *lockerLock) takeOnSession(ctx context.Context, op string, try, moveOn b
 	}
 	k.leave(h)
 	return nil, false, false, lostError(k.l.ids, err)
+}
+
+// endedByServer reports whether err is an Open's whose connection the
+// server ended, or that was ended once established: terminated
+// (pg_terminate_backend), shut down, or not accepting connections yet. A
+// session lost so, before it held anything, is moved on from as a lost one
+// is: an Acquire tries another, and a TryAcquire up to maxTryAttempts. A
+// server that cannot be reached, or refuses the login, fails the
+// acquisition.
+func endedByServer(err error) bool {
+	var ended *openEndedError
+	if errors.As(err, &ended) {
+		return true
+	}
+	switch core.SQLState(err) {
+	case "57P01", "57P02", "57P03":
+		return true
+	}
+	return false
 }
 
 // coreOn returns the Lock's core Lock on s; the caller has the turn.

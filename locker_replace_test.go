@@ -3,10 +3,16 @@ package alock_test
 import (
 	"context"
 	"errors"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pgalock/alock"
+	"github.com/pgalock/alock/internal/locktest"
 	"github.com/pgalock/alock/internal/pgtest"
 )
 
@@ -74,5 +80,92 @@ func TestLockerReplacesOnlyClosedSessions(t *testing.T) {
 	sessions, heldOnServer, _ := backendsOn(t, admin, app)
 	if sessions != 1 || heldOnServer != 1 {
 		t.Fatalf("the server sees %d sessions holding %d locks, want 1 holding 1 (the new session's)", sessions, heldOnServer)
+	}
+}
+
+// TestLockerMovesOnFromOpensTheServerEnds: a session that the server ends
+// as the Locker opens it (here terminated in AfterConnect) held nothing, so
+// an acquisition moves on to another, as from a lost one: a TryAcquire up
+// to its three attempts, an Acquire until its ctx ends. Before, the first
+// such Open failed the acquisition with the server's FATAL error.
+func TestLockerMovesOnFromOpensTheServerEnds(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const app = "alock_locker_open_ended"
+	cfg, err := pgx.ParseConfig(withParam(dsn, "application_name", app))
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := pgtest.Connect(t, dsn)
+	var adminMu sync.Mutex
+	var opens, kill atomic.Int32 // kill: how many of the next opens the server ends
+	cfg.AfterConnect = func(ctx context.Context, c *pgconn.PgConn) error {
+		opens.Add(1)
+		if kill.Add(-1) < 0 {
+			kill.Add(1)
+			return nil
+		}
+		adminMu.Lock()
+		defer adminMu.Unlock()
+		_, err := admin.Exec(ctx, "SELECT pg_terminate_backend($1)", c.PID())
+		return err
+	}
+	lk, err := alock.NewLockerConfig(ctx, cfg, &alock.LockerOptions{MaxSessions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = lk.Close(context.Background()) }()
+	loseSession := func() {
+		t.Helper()
+		held := lk.NewExclusive(alock.Key(1))
+		if err := held.Acquire(ctx); err != nil {
+			t.Fatal(err)
+		}
+		adminMu.Lock()
+		terminate(t, dsn, alock.LockerLoads(lk)[0].PID)
+		adminMu.Unlock()
+		<-held.Lost()
+		if err := held.Release(ctx); !errors.Is(err, alock.ErrLost) {
+			t.Fatalf("Release of a lost hold: %v", err)
+		}
+	}
+	for _, c := range []struct {
+		name  string
+		kills int32
+		try   bool
+	}{{"TryAcquire", 2, true}, {"Acquire", 5, false}} {
+		loseSession()
+		kill.Store(c.kills)
+		before := opens.Load()
+		l := lk.NewExclusive(alock.Key(2))
+		var err error
+		if c.try {
+			var ok bool
+			if ok, err = l.TryAcquire(ctx); err == nil && !ok {
+				err = errors.New("false")
+			}
+		} else {
+			err = l.Acquire(ctx)
+		}
+		if err != nil {
+			t.Fatalf("%s after %d opens the server ended: %v", c.name, c.kills, err)
+		}
+		if n := opens.Load() - before; n != c.kills+1 {
+			t.Errorf("%s: %d opens, want %d", c.name, n, c.kills+1)
+		}
+		if got := locktest.Holds(t, dsn, alock.LockerLoads(lk)[0].PID); !slices.Equal(got, []string{"Key(2)/exclusive"}) {
+			t.Errorf("%s: pg_locks shows %v for the new session", c.name, got)
+		}
+		if err := l.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kill.Store(3)
+	loseSession()
+	l := lk.NewExclusive(alock.Key(3))
+	if ok, err := l.TryAcquire(ctx); ok || err == nil {
+		t.Errorf("TryAcquire after 3 opens the server ended: %v, %v; want the last one's error", ok, err)
 	}
 }

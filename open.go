@@ -82,6 +82,9 @@ func OpenConfig(ctx context.Context, cfg *pgx.ConnConfig, opts *SessionOptions) 
 		o.FenceSequence, err = prepareFence(ctx, conn, o.FenceSequence)
 	}
 	if err != nil {
+		if conn.IsClosed() && ctx.Err() == nil { // the server or the network ended it
+			err = &openEndedError{err}
+		}
 		_ = conn.Close(context.WithoutCancel(ctx))
 		return nil, err
 	}
@@ -95,6 +98,14 @@ func OpenConfig(ctx context.Context, cfg *pgx.ConnConfig, opts *SessionOptions) 
 	go s.watchLink(conn.PgConn().Conn(), b)
 	return s, nil
 }
+
+// openEndedError is the error of an Open whose connection was ended (by
+// the server or the network) after it was established, before it held
+// anything: a Locker tries another (see endedByServer).
+type openEndedError struct{ err error }
+
+func (e *openEndedError) Error() string { return e.err.Error() }
+func (e *openEndedError) Unwrap() error { return e.err }
 
 // keepalive makes the client's TCP probe an idle or waiting connection
 // every second after b.keepIdle, which feeds the link watch, and give up
