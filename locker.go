@@ -53,6 +53,13 @@ type Locker struct {
 	cfg  *pgx.ConnConfig
 	opts LockerOptions
 
+	// life ends at Close: it bounds the opens (see open), which opens
+	// counts.
+	life      context.Context
+	end       context.CancelFunc
+	opens     sync.WaitGroup
+	openBound time.Duration // how long an open may take: the sessions' client bound
+
 	mu       sync.Mutex
 	sessions []*lockerSession
 	opening  int // sessions being opened, counted against MaxSessions
@@ -139,6 +146,10 @@ func NewLockerConfig(ctx context.Context, cfg *pgx.ConnConfig, opts *LockerOptio
 	if err != nil {
 		return nil, err
 	}
+	if b, err := deriveBounds(o.Session.defaults()); err == nil { // checked by OpenConfig
+		lk.openBound = b.client
+	}
+	lk.life, lk.end = context.WithCancel(context.Background())
 	lk.sessions = append(lk.sessions, &lockerSession{Session: s})
 	return lk, nil
 }
@@ -305,23 +316,49 @@ func (lk *Locker) leastLoaded(waits bool) (s *lockerSession) {
 }
 
 // open opens one more session; the caller holds lk.mu, which open releases
-// while it connects.
+// while it waits. The session is opened in a goroutine of its own, bounded
+// by the sessions' client bound and by Close but not by ctx: if ctx ends
+// first, open returns ctx's error and the session, once open, serves later
+// acquisitions. So the Locker never abandons a connection half-open (whose
+// backend the server would list a moment after the Locker opened
+// another), and a short deadline does not waste a connection.
 func (lk *Locker) open(ctx context.Context) (*lockerSession, error) {
 	lk.opening++
+	type result struct {
+		s   *lockerSession
+		err error
+	}
+	opened := make(chan result, 1)
+	lk.opens.Go(func() {
+		octx, cancel := context.WithTimeout(lk.life, lk.openBound)
+		defer cancel()
+		s, err := OpenConfig(octx, lk.cfg, &lk.opts.Session)
+		lk.mu.Lock()
+		lk.opening--
+		closed := lk.closed
+		var ls *lockerSession
+		if err == nil && !closed {
+			ls = &lockerSession{Session: s}
+			lk.sessions = append(lk.sessions, ls)
+		}
+		lk.mu.Unlock()
+		if closed { // the open failed because Close ended it, or it is not needed
+			if err == nil {
+				_ = s.Close(context.Background())
+			}
+			err = errLockerClosed
+		}
+		opened <- result{ls, err}
+	})
 	lk.mu.Unlock()
-	s, err := OpenConfig(ctx, lk.cfg, &lk.opts.Session)
+	var r result
+	select {
+	case r = <-opened:
+	case <-ctx.Done():
+		r.err = core.CtxErr(ctx)
+	}
 	lk.mu.Lock()
-	lk.opening--
-	if err != nil {
-		return nil, err
-	}
-	if lk.closed {
-		_ = s.Close(context.WithoutCancel(ctx))
-		return nil, errLockerClosed
-	}
-	ls := &lockerSession{Session: s}
-	lk.sessions = append(lk.sessions, ls)
-	return ls, nil
+	return r.s, r.err
 }
 
 // dropLost forgets the sessions that have ended and closed their
@@ -369,7 +406,8 @@ func (lk *Locker) Stat() LockerStat {
 // Close ends the Locker: every waiting Acquire fails with an error wrapping
 // ErrClosed, every session is closed (the server releases every lock, and
 // held Locks' Lost channels close), and later acquisitions fail. Close
-// waits for each session's Close, which honours ctx. Safe to call twice.
+// ends the opens in progress, and waits for them and for each session's
+// Close, which honours ctx. Safe to call twice.
 func (lk *Locker) Close(ctx context.Context) error {
 	lk.mu.Lock()
 	lk.closed = true
@@ -377,6 +415,8 @@ func (lk *Locker) Close(ctx context.Context) error {
 	sessions := lk.sessions
 	lk.sessions = nil
 	lk.mu.Unlock()
+	lk.end()        // ends the opens in progress,
+	lk.opens.Wait() // which close what they opened
 	var errs []error
 	for _, s := range sessions {
 		errs = append(errs, s.Close(ctx))

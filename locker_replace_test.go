@@ -169,3 +169,99 @@ func TestLockerMovesOnFromOpensTheServerEnds(t *testing.T) {
 		t.Errorf("TryAcquire after 3 opens the server ended: %v, %v; want the last one's error", ok, err)
 	}
 }
+
+// TestLockerOpenOutlivesTheAcquireThatStartedIt: an Acquire whose ctx ends
+// while the Locker opens a session for it returns ctx's error at once; the
+// open goes on (it is not abandoned half-open, which would leave the
+// server a backend beside the next one), and the session then serves the
+// next acquisition without another open. Close ends an open in progress.
+func TestLockerOpenOutlivesTheAcquireThatStartedIt(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const app = "alock_locker_open_outlives"
+	cfg, err := pgx.ParseConfig(withParam(dsn, "application_name", app))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opens, stall atomic.Int32 // stall: the next open waits for release (or its ctx)
+	release := make(chan struct{})
+	cfg.AfterConnect = func(ctx context.Context, _ *pgconn.PgConn) error {
+		opens.Add(1)
+		if stall.Swap(0) == 0 {
+			return nil
+		}
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	lk, err := alock.NewLockerConfig(ctx, cfg, &alock.LockerOptions{MaxSessions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = lk.Close(context.Background()) }()
+	held := lk.NewExclusive(alock.Key(1))
+	if err := held.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	terminate(t, dsn, alock.LockerLoads(lk)[0].PID)
+	<-held.Lost()
+	_ = held.Release(ctx)
+	stall.Store(1)
+	short, cancelShort := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancelShort()
+	start := time.Now()
+	l := lk.NewExclusive(alock.Key(2))
+	if err := l.Acquire(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Acquire while the open stalls: %v, want a deadline", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Acquire returned %v after its 100 ms deadline", d)
+	}
+	admin := pgtest.Connect(t, dsn)
+	if sessions, _, _ := backendsOn(t, admin, app); sessions != 1 {
+		t.Errorf("the server sees %d sessions while one is being opened", sessions)
+	}
+	close(release)
+	pgtest.WaitFor(t, "the open to finish", func() bool { return lk.Stat().Sessions == 1 })
+	if err := l.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := opens.Load(); n != 2 {
+		t.Errorf("%d opens, want 2: the first session and the one the cancelled Acquire started", n)
+	}
+	if sessions, held, _ := backendsOn(t, admin, app); sessions != 1 || held != 1 {
+		t.Errorf("the server sees %d sessions holding %d locks, want 1 holding 1", sessions, held)
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Close while an open stalls: it ends the open.
+	terminate(t, dsn, alock.LockerLoads(lk)[0].PID)
+	pgtest.WaitFor(t, "the loss", func() bool { return len(alock.LockerLoads(lk)) == 0 })
+	stall.Store(1)
+	go func() {
+		c, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		defer cancel()
+		_ = lk.NewExclusive(alock.Key(3)).Acquire(c)
+	}()
+	pgtest.WaitFor(t, "the stalled open", func() bool { return opens.Load() == 3 })
+	closed := make(chan error, 1)
+	go func() { closed <- lk.Close(ctx) }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not end the stalled open")
+	}
+	pgtest.WaitFor(t, "the server to list no session after Close", func() bool {
+		sessions, _, _ := backendsOn(t, admin, app)
+		return sessions == 0
+	})
+}
