@@ -100,14 +100,18 @@ func (l *Lock) batched(ctx context.Context, op *batchOp) {
 		if lead {
 			l.leadBatches(ctx, op)
 		}
-		select {
-		case <-op.done:
-		case <-ctx.Done():
-			if g.withdraw(op) {
-				op.err = ctxErr(ctx)
-				return
-			}
+		if cancel := ctx.Done(); cancel == nil { // a ctx that cannot end (a Release's): a plain receive
 			<-op.done
+		} else {
+			select {
+			case <-op.done:
+			case <-cancel:
+				if g.withdraw(op) {
+					op.err = ctxErr(ctx)
+					return
+				}
+				<-op.done
+			}
 		}
 		if !op.lead {
 			return
