@@ -240,14 +240,14 @@ func (l *Lock) runBatch(ops []*batchOp) {
 		}
 		return
 	}
-	l.settle(ops, sent, flags, rep.pid)
+	l.settle(ops, rows, sent, flags, rep.pid)
 }
 
 // settle hands out a batch's results: an unlock is ok if every tag was
 // held; a try is ok if each of its tags was held before or taken now. Tags
 // taken for tries that failed, and that no successful try uses, are given
-// back.
-func (l *Lock) settle(ops []*batchOp, sent map[holdKey]int, flags []bool, pid uint32) {
+// back. rows are the batch's rows: its unlocks', then its tries' (sent).
+func (l *Lock) settle(ops []*batchOp, rows batchRows, sent map[holdKey]int, flags []bool, pid uint32) {
 	key := l.conn.Key()
 	sc := &l.guard.Gate().scratch
 	used := sc.usedFlags(len(flags)) // by row
@@ -278,9 +278,9 @@ func (l *Lock) settle(ops []*batchOp, sent map[holdKey]int, flags []bool, pid ui
 	dropIfEmptyLocked(key) // the claim of a batch that took nothing
 	holds.Unlock()
 	var back batchRows
-	for hk, i := range sent {
-		if flags[i] && !used[i] {
-			back.add(hk.lockMode(), []Tag{hk.lockTag()}, true)
+	for i, k := range rows.kinds {
+		if k&1 == 0 && flags[i] && !used[i] { // a try's row, taken for nothing
+			back.add(k.mode(), rows.tags[i:i+1], true)
 		}
 	}
 	if back.len() == 0 {

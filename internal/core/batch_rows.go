@@ -35,6 +35,14 @@ func kindOf(m Mode, t Tag, unlock bool) rowKind {
 	return k
 }
 
+// mode returns the mode of a row of kind k.
+func (k rowKind) mode() Mode {
+	if k&2 != 0 {
+		return Share
+	}
+	return Exclusive
+}
+
 // add appends a row per tag and returns the index of the first.
 func (r *batchRows) add(m Mode, tags []Tag, unlock bool) int {
 	first := len(r.tags)

@@ -52,3 +52,16 @@ func TestKeepTags(t *testing.T) {
 		}
 	}
 }
+
+// TestRowKindMode: a row's kind gives back the mode it was made with.
+func TestRowKindMode(t *testing.T) {
+	for _, m := range []Mode{Exclusive, Share} {
+		for _, unlock := range []bool{false, true} {
+			for _, tag := range []Tag{KeyTag(-5), PairTag(-1, 7)} {
+				if got := kindOf(m, tag, unlock).mode(); got != m {
+					t.Errorf("kindOf(%v, %v, %v).mode() = %v", m, tag, unlock, got)
+				}
+			}
+		}
+	}
+}
