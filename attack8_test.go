@@ -1,0 +1,151 @@
+package alock_test
+
+// Attacks on today's Locker changes: sessions opened in goroutines of
+// their own (locker.go open), lost sessions counted until closed
+// (dropLost), opens the server ends (endedByServer), Serial core Locks
+// under the Locker Lock's turn, and the batch leader's scratch. Each
+// compares the library's answers with the server's view (pg_locks by
+// backend pid, pg_stat_activity by application_name).
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/pgalock/alock"
+	"github.com/pgalock/alock/internal/pgtest"
+)
+
+// a8StallConfig returns a ConnConfig for app whose AfterConnect counts the
+// opens and, while *stall is set, holds the next one until release closes
+// (or its ctx ends).
+func a8StallConfig(t *testing.T, dsn, app string) (cfg *pgx.ConnConfig, opens, stall *atomic.Int32, release chan struct{}) {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(withParam(dsn, "application_name", app))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opens, stall = new(atomic.Int32), new(atomic.Int32)
+	release = make(chan struct{})
+	cfg.AfterConnect = func(ctx context.Context, _ *pgconn.PgConn) error {
+		opens.Add(1)
+		if stall.Swap(0) == 0 {
+			return nil
+		}
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return cfg, opens, stall, release
+}
+
+// a8Waiting returns how many advisory lock rows of app's backends wait.
+func a8Waiting(t *testing.T, admin *pgx.Conn, app string) int {
+	t.Helper()
+	_, _, waiting := backendsOn(t, admin, app)
+	return waiting
+}
+
+// TestAttack8OpenedLaterTakesAPoller: a session that an Acquire started
+// opening, and that opens after that Acquire left (its deadline ended),
+// joins the Locker free of waits. A Lock that meanwhile came to poll beside
+// another wait (the only session carried a wait, and the second was being
+// opened) must move there and wait on the server, as it would had the
+// session come free any other way: polling, it can miss a hot id for ever.
+// Here the id it wants is held by another connection that frees and
+// retakes it at once, in a loop: a waiter at the server gets it at the
+// first free, a poller practically never.
+func TestAttack8OpenedLaterTakesAPoller(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const app = "alock_a8_opened_later"
+	cfg, _, stall, release := a8StallConfig(t, dsn, app)
+	lk, err := alock.NewLockerConfig(ctx, cfg, &alock.LockerOptions{MaxSessions: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = lk.Close(context.Background()) }()
+	admin := pgtest.Connect(t, dsn)
+	other := pgtest.Connect(t, dsn)
+	for _, k := range []int64{1, 2, 3} { // X, Y, Z held elsewhere
+		if _, err := other.Exec(ctx, "SELECT pg_advisory_lock($1)", k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// W1 waits on the only session, at the server.
+	w1lock := lk.NewExclusive(alock.Key(1))
+	w1 := make(chan error, 1)
+	go func() { w1 <- w1lock.Acquire(ctx) }()
+	pgtest.WaitFor(t, "W1 to wait at the server", func() bool { return a8Waiting(t, admin, app) == 1 })
+	// A starts opening a second session (stalled) and leaves.
+	stall.Store(1)
+	short, cancelShort := context.WithTimeout(ctx, 150*time.Millisecond)
+	if err := lk.NewExclusive(alock.Key(3)).Acquire(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("A: %v, want its deadline", err)
+	}
+	cancelShort()
+	// W2 comes while the open is in progress: it polls beside W1.
+	w2lock := lk.NewExclusive(alock.Key(2))
+	w2ctx, w2cancel := context.WithCancel(ctx)
+	defer w2cancel()
+	w2 := make(chan error, 1)
+	go func() { w2 <- w2lock.Acquire(w2ctx) }()
+	time.Sleep(100 * time.Millisecond)
+	// The open completes: a session free of waits.
+	close(release)
+	pgtest.WaitFor(t, "the second session", func() bool { return len(alock.LockerLoads(lk)) == 2 })
+	// Y turns hot: freed and retaken at once, over and over.
+	stop := make(chan struct{})
+	hot := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				hot <- nil
+				return
+			default:
+			}
+			if _, err := other.Exec(ctx, "SELECT pg_advisory_unlock(2), pg_advisory_lock(2)"); err != nil {
+				hot <- err
+				return
+			}
+		}
+	}()
+	var got error
+	select {
+	case got = <-w2:
+	case <-time.After(5 * time.Second):
+		got = errors.New("still waiting")
+		w2cancel()
+		<-w2
+	}
+	close(stop)
+	if err := <-hot; err != nil {
+		t.Fatal(err)
+	}
+	if got != nil {
+		t.Errorf("W2 for the hot id: %v after 5 s; loads %+v, %d rows waiting at the server (W1's and W2's if it had moved)",
+			got, alock.LockerLoads(lk), a8Waiting(t, admin, app))
+	} else if err := w2lock.Release(ctx); err != nil {
+		t.Error(err)
+	}
+	if _, err := other.Exec(ctx, "SELECT pg_advisory_unlock_all()"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-w1; err != nil {
+		t.Fatal(err)
+	}
+	if err := w1lock.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	expectLockerAtRest(t, lk, "after W1 and W2")
+}
