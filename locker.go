@@ -340,6 +340,13 @@ func (lk *Locker) open(ctx context.Context) (*lockerSession, error) {
 		if err == nil && !closed {
 			ls = &lockerSession{Session: s}
 			lk.sessions = append(lk.sessions, ls)
+			// A session free of waits: a Lock that came to poll beside
+			// another wait while it was opened moves there now, whether
+			// or not the acquisition that opened it is still there to
+			// claim it.
+			if len(lk.movers) > 0 {
+				lk.moveWaiters()
+			}
 		}
 		lk.mu.Unlock()
 		if closed { // the open failed because Close ended it, or it is not needed
