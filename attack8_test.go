@@ -149,3 +149,114 @@ func TestAttack8OpenedLaterTakesAPoller(t *testing.T) {
 	}
 	expectLockerAtRest(t, lk, "after W1 and W2")
 }
+
+// a8HotLoop frees and retakes key on c at once, over and over, until stop
+// closes; the returned channel gives its error (nil when stopped).
+func a8HotLoop(ctx context.Context, c *pgx.Conn, key int64, stop <-chan struct{}) <-chan error {
+	hot := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				hot <- nil
+				return
+			default:
+			}
+			if _, err := c.Exec(ctx, "SELECT pg_advisory_unlock($1), pg_advisory_lock($1)", key); err != nil {
+				hot <- err
+				return
+			}
+		}
+	}()
+	return hot
+}
+
+// TestAttack8WaiterDuringACloseGetsTheReplacement: a lost session counts
+// against MaxSessions until its connection is closed. A Lock that must
+// wait while one is lost but not yet closed (here MaxSessions 2: one
+// session carries a wait, the other is lost with its connection held
+// open) goes to poll beside the wait. Once the lost connection closes, a
+// replacement is allowed: the poller must end up waiting on the server
+// (on a new session), not poll beside the other wait for ever, missing a
+// hot id (before the lost session counted, it opened one at once).
+func TestAttack8WaiterDuringACloseGetsTheReplacement(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const app = "alock_a8_close_replacement"
+	lk := newLocker(t, dsn, app, &alock.LockerOptions{MaxSessions: 2})
+	admin := pgtest.Connect(t, dsn)
+	other := pgtest.Connect(t, dsn)
+	for _, k := range []int64{1, 2} {
+		if _, err := other.Exec(ctx, "SELECT pg_advisory_lock($1)", k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w1lock := lk.NewExclusive(alock.Key(1))
+	w1 := make(chan error, 1)
+	go func() { w1 <- w1lock.Acquire(ctx) }()
+	pgtest.WaitFor(t, "W1 to wait at the server", func() bool { return a8Waiting(t, admin, app) == 1 })
+	l := lk.NewExclusive(alock.Key(9)) // opens the second session
+	if err := l.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(alock.LockerLoads(lk)); n != 2 {
+		t.Fatalf("%d sessions, want 2", n)
+	}
+	_, exit, err := alock.HoldLockerSessionAt(ctx, lk, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alock.TellLostAt(lk, 1, errors.New("test: told, connection still open"))
+	<-l.Lost()
+	w2lock := lk.NewExclusive(alock.Key(2))
+	w2ctx, w2cancel := context.WithCancel(ctx)
+	defer w2cancel()
+	w2 := make(chan error, 1)
+	go func() { w2 <- w2lock.Acquire(w2ctx) }()
+	time.Sleep(100 * time.Millisecond) // W2 comes while the lost connection is open
+	exit()                             // closes it
+	// W2 must come to wait at the server, beside W1 (its polls are tries).
+	deadline := time.Now().Add(3 * time.Second)
+	for a8Waiting(t, admin, app) != 2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := a8Waiting(t, admin, app); n != 2 {
+		t.Errorf("3 s after the lost connection closed, %d rows wait at the server, want 2 (W1 and W2); loads %+v",
+			n, alock.LockerLoads(lk))
+	}
+	stop := make(chan struct{})
+	hot := a8HotLoop(ctx, other, 2, stop)
+	var got error
+	select {
+	case got = <-w2:
+	case <-time.After(5 * time.Second):
+		got = errors.New("still waiting")
+		w2cancel()
+		<-w2
+	}
+	close(stop)
+	if got != nil {
+		t.Errorf("W2 for the hot id: %v after 5 s; loads %+v, Stat %+v, %d rows waiting at the server",
+			got, alock.LockerLoads(lk), lk.Stat(), a8Waiting(t, admin, app))
+	} else if err := w2lock.Release(ctx); err != nil {
+		t.Error(err)
+	}
+	if err := <-hot; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Exec(ctx, "SELECT pg_advisory_unlock_all()"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-w1; err != nil {
+		t.Fatal(err)
+	}
+	if err := w1lock.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Release(ctx); !errors.Is(err, alock.ErrLost) {
+		t.Errorf("Release of the lost hold: %v", err)
+	}
+	expectLockerAtRest(t, lk, "at the end")
+}
