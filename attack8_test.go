@@ -10,6 +10,7 @@ package alock_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pgalock/alock"
+	"github.com/pgalock/alock/internal/locktest"
 	"github.com/pgalock/alock/internal/pgtest"
 )
 
@@ -257,6 +259,90 @@ func TestAttack8WaiterDuringACloseGetsTheReplacement(t *testing.T) {
 	}
 	if err := l.Release(ctx); !errors.Is(err, alock.ErrLost) {
 		t.Errorf("Release of the lost hold: %v", err)
+	}
+	expectLockerAtRest(t, lk, "at the end")
+}
+
+// a8SlowLost is a LostTracer whose Lost takes a while (a logger, a metrics
+// call), and records the sessions lost.
+type a8SlowLost struct {
+	delay time.Duration
+	n     atomic.Int32
+}
+
+func (*a8SlowLost) AcquireStart(ctx context.Context, _ *alock.Lock) context.Context { return ctx }
+func (*a8SlowLost) AcquireEnd(context.Context, *alock.Lock, bool, error)            {}
+func (a *a8SlowLost) Lost(*alock.Session, error) {
+	a.n.Add(1)
+	time.Sleep(a.delay)
+}
+
+// TestAttack8TryAfterLostWithSlowTracer: once a held Lock's Lost has
+// closed, its session is lost, and a TryAcquire on the Locker must not
+// spend one of its three attempts on it: with two opens then ended by the
+// server (as TestLockerMovesOnFromOpensTheServerEnds does), it must still
+// succeed on the third. Session.tell closes the Locks' Lost channels, then
+// calls the LostTracer, and only then marks the session ended: with a
+// tracer that takes 300 ms (the window is otherwise a few microseconds,
+// and TestLockerMovesOnFromOpensTheServerEnds failed so once under load),
+// the TryAcquire picked the ended session for its first attempt and failed
+// with the second ended open's error.
+func TestAttack8TryAfterLostWithSlowTracer(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const app = "alock_a8_slow_tracer"
+	cfg, err := pgx.ParseConfig(withParam(dsn, "application_name", app))
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := pgtest.Connect(t, dsn)
+	var adminMu sync.Mutex
+	var opens, kill atomic.Int32 // kill: how many of the next opens the server ends
+	cfg.AfterConnect = func(ctx context.Context, c *pgconn.PgConn) error {
+		opens.Add(1)
+		if kill.Add(-1) < 0 {
+			kill.Add(1)
+			return nil
+		}
+		adminMu.Lock()
+		defer adminMu.Unlock()
+		_, err := admin.Exec(ctx, "SELECT pg_terminate_backend($1)", c.PID())
+		return err
+	}
+	tracer := &a8SlowLost{delay: 300 * time.Millisecond}
+	lk, err := alock.NewLockerConfig(ctx, cfg, &alock.LockerOptions{MaxSessions: 1, Session: alock.SessionOptions{Tracer: tracer}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = lk.Close(context.Background()) }()
+	held := lk.NewExclusive(alock.Key(1))
+	if err := held.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	adminMu.Lock()
+	terminate(t, dsn, alock.LockerLoads(lk)[0].PID)
+	adminMu.Unlock()
+	<-held.Lost()
+	if err := held.Release(ctx); !errors.Is(err, alock.ErrLost) {
+		t.Fatalf("Release of a lost hold: %v", err)
+	}
+	kill.Store(2)
+	before := opens.Load()
+	l := lk.NewExclusive(alock.Key(2))
+	ok, err := l.TryAcquire(ctx)
+	if err != nil || !ok {
+		t.Fatalf("TryAcquire right after Lost closed, with 2 opens the server ends: %v, %v (%d opens)", ok, err, opens.Load()-before)
+	}
+	if got := locktest.Holds(t, dsn, alock.LockerLoads(lk)[0].PID); len(got) != 1 || got[0] != hold(alock.Key(2), alock.Exclusive) {
+		t.Errorf("pg_locks shows %v for the session", got)
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Error(err)
+	}
+	if n := opens.Load() - before; n != 3 {
+		t.Errorf("%d opens, want 3", n)
 	}
 	expectLockerAtRest(t, lk, "at the end")
 }
