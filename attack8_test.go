@@ -10,6 +10,8 @@ package alock_test
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -345,4 +347,159 @@ func TestAttack8TryAfterLostWithSlowTracer(t *testing.T) {
 		t.Errorf("%d opens, want 3", n)
 	}
 	expectLockerAtRest(t, lk, "at the end")
+}
+
+// TestAttack8CloseRacesOpens: rounds of a Locker (MaxSessions 3) whose
+// opens stall for a random while in AfterConnect, some then failing and
+// some terminated by the server, under 32 goroutines whose Locks contend
+// with another connection (so that they wait, and sessions get opened)
+// with deadlines shorter than an open; Close comes at a random moment.
+// Close returns promptly; every goroutine returns, with nil, ErrClosed,
+// ErrLost or its deadline (a failed open's error only while it had one
+// in flight); no open starts after Close returned; the server never sees
+// more than MaxSessions of the Locker's backends (besides terminated and
+// lost ones), and none once Close returned.
+func TestAttack8CloseRacesOpens(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const app, maxSessions = "alock_a8_close_opens", 3
+	admin := newA4Admin(t, dsn)
+	other := pgtest.Connect(t, dsn)
+	if _, err := other.Exec(ctx, "SELECT pg_advisory_lock(k) FROM generate_series(1, 4) k"); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := pgx.ParseConfig(withParam(dsn, "application_name", app))
+	if err != nil {
+		t.Fatal(err)
+	}
+	killer := pgtest.Connect(t, dsn)
+	var killerMu sync.Mutex
+	var killed []uint32
+	killedPIDs := func() []uint32 { killerMu.Lock(); defer killerMu.Unlock(); return slices.Clone(killed) }
+	var opens atomic.Int32
+	var failing atomic.Bool // after the first open
+	errHook := errors.New("a8 hook refuses")
+	cfg.AfterConnect = func(ctx context.Context, c *pgconn.PgConn) error {
+		opens.Add(1)
+		if !failing.Load() {
+			return nil
+		}
+		select {
+		case <-time.After(time.Duration(rand.IntN(60)) * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		switch rand.IntN(6) {
+		case 0:
+			return errHook
+		case 1:
+			killerMu.Lock()
+			defer killerMu.Unlock()
+			killed = append(killed, c.PID())
+			_, err := killer.Exec(ctx, "SELECT pg_terminate_backend($1)", c.PID())
+			return err
+		}
+		return nil
+	}
+	for round := range 6 {
+		failing.Store(false)
+		opts, lost := a4LostOptions(maxSessions)
+		lk, err := alock.NewLockerConfig(ctx, cfg, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		failing.Store(true)
+		stop := make(chan struct{})
+		most := a4MaxBackends(t, dsn, app, stop, killedPIDs, lost.lostPIDs, admin.killedPIDs)
+		var wg sync.WaitGroup
+		var closedErrs, others atomic.Int32
+		for g := range 32 {
+			wg.Go(func() {
+				for i := 0; ; i++ {
+					k := int64(1 + (g+i)%8) // 1-4 held elsewhere: waits
+					var l *alock.Lock
+					if g%3 == 0 {
+						l = lk.NewShare(alock.Key(k))
+					} else {
+						l = lk.NewExclusive(alock.Key(k))
+					}
+					c, cancel := context.WithTimeout(ctx, time.Duration(1+rand.IntN(40))*time.Millisecond)
+					var err error
+					if g%4 == 0 {
+						var ok bool
+						ok, err = l.TryAcquire(c)
+						if err == nil && !ok {
+							cancel()
+							continue
+						}
+					} else {
+						err = l.Acquire(c)
+					}
+					cancel()
+					switch {
+					case err == nil:
+						if rerr := l.Release(ctx); rerr != nil && !errors.Is(rerr, alock.ErrLost) && !errors.Is(rerr, alock.ErrClosed) {
+							t.Errorf("round %d: Release: %v", round, rerr)
+						}
+					case errors.Is(err, alock.ErrClosed):
+						closedErrs.Add(1)
+						return
+					case errors.Is(err, context.DeadlineExceeded), errors.Is(err, alock.ErrLost):
+					case errors.Is(err, errHook):
+						others.Add(1)
+					default:
+						t.Errorf("round %d: %v", round, err)
+						return
+					}
+				}
+			})
+		}
+		kills := make(chan struct{})
+		var killing sync.WaitGroup
+		killing.Go(func() { // terminates the Locker's backends: replacements get opened
+			for {
+				select {
+				case <-kills:
+					return
+				case <-time.After(time.Duration(20+rand.IntN(40)) * time.Millisecond):
+				}
+				if pids := admin.pids(app); len(pids) > 0 {
+					admin.kill(pids[rand.IntN(len(pids))])
+				}
+			}
+		})
+		time.Sleep(time.Duration(50+rand.IntN(250)) * time.Millisecond)
+		start := time.Now()
+		if err := lk.Close(ctx); err != nil && !errors.Is(err, alock.ErrLost) {
+			t.Errorf("round %d: Close: %v", round, err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("round %d: Close took %v", round, d)
+		}
+		after := opens.Load()
+		close(kills)
+		killing.Wait()
+		wg.Wait()
+		if n := closedErrs.Load(); n != 32 {
+			t.Errorf("round %d: %d goroutines saw ErrClosed, want 32", round, n)
+		}
+		if err := lk.NewExclusive(alock.Key(20)).Acquire(ctx); !errors.Is(err, alock.ErrClosed) {
+			t.Errorf("round %d: Acquire after Close: %v", round, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+		if n := opens.Load(); n != after {
+			t.Errorf("round %d: %d opens started after Close returned", round, n-after)
+		}
+		close(stop)
+		if n := most(); n > maxSessions {
+			t.Errorf("round %d: the server saw %d of the Locker's sessions, MaxSessions is %d", round, n, maxSessions)
+		}
+		if pids := admin.pids(app); len(pids) > 0 {
+			// A backend whose client closed may still be listed as it exits.
+			pgtest.WaitFor(t, "the server to list none of the Locker's backends", func() bool { return len(admin.pids(app)) == 0 })
+		}
+		t.Logf("round %d: %d opens, %d hook errors", round, after, others.Load())
+	}
 }
