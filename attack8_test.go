@@ -381,14 +381,18 @@ func TestAttack8CloseRacesOpens(t *testing.T) {
 	var opens atomic.Int32
 	var failing atomic.Bool // after the first open
 	errHook := errors.New("a8 hook refuses")
+	var inHook atomic.Int32 // opens in AfterConnect now
 	cfg.AfterConnect = func(ctx context.Context, c *pgconn.PgConn) error {
 		opens.Add(1)
+		inHook.Add(1)
+		defer inHook.Add(-1)
 		if !failing.Load() {
 			return nil
 		}
 		select {
-		case <-time.After(time.Duration(rand.IntN(60)) * time.Millisecond):
+		case <-time.After(time.Duration(rand.IntN(150)) * time.Millisecond):
 		case <-ctx.Done():
+			time.Sleep(30 * time.Millisecond) // slow to notice, as a dial or TLS may be
 			return ctx.Err()
 		}
 		switch rand.IntN(6) {
@@ -479,6 +483,9 @@ func TestAttack8CloseRacesOpens(t *testing.T) {
 			t.Errorf("round %d: Close took %v", round, d)
 		}
 		after := opens.Load()
+		if n := inHook.Load(); n != 0 {
+			t.Errorf("round %d: %d opens still in progress when Close returned", round, n)
+		}
 		close(kills)
 		killing.Wait()
 		wg.Wait()
