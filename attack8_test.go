@@ -72,7 +72,7 @@ func TestAttack8OpenedLaterTakesAPoller(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	const app = "alock_a8_opened_later"
-	cfg, _, stall, release := a8StallConfig(t, dsn, app)
+	cfg, opens, stall, release := a8StallConfig(t, dsn, app)
 	lk, err := alock.NewLockerConfig(ctx, cfg, &alock.LockerOptions{MaxSessions: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -150,6 +150,9 @@ func TestAttack8OpenedLaterTakesAPoller(t *testing.T) {
 	}
 	if err := w1lock.Release(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if n := opens.Load(); n != 2 {
+		t.Errorf("%d opens, want 2: the first session, and the one A started, which W2 waited on", n)
 	}
 	expectLockerAtRest(t, lk, "after W1 and W2")
 }
