@@ -10,6 +10,7 @@ package alock_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -511,5 +512,190 @@ func TestAttack8CloseRacesOpens(t *testing.T) {
 			pgtest.WaitFor(t, "the server to list none of the Locker's backends", func() bool { return len(admin.pids(app)) == 0 })
 		}
 		t.Logf("round %d: %d opens, %d hook errors", round, after, others.Load())
+	}
+}
+
+// a8Shared is a Locker Lock shared by goroutines, with how many of its
+// acquisitions they hold now.
+type a8Shared struct {
+	l      *alock.Lock
+	share  bool
+	inside atomic.Int64
+}
+
+// TestAttack8SerialCoresUnderOneTurn: a Locker's core Locks take no turn of
+// their own; the Locker Lock's turn gives them one operation at a time.
+// Here 32 goroutines share two Locker Locks on the same id, one exclusive
+// and one share (so that they exclude each other, and one waits on the
+// server or in the process), each acquired re-entrantly with Acquire,
+// TryAcquire and Do under ctxs that end before, during and after a round
+// trip (with causes), and released with ctxs that have sometimes ended.
+// The two are never inside at once; a goroutine inside finds its Lock
+// Locked and, now and then, the server granting the id in its mode to one
+// of the Locker's backends; ended ctxs give their errors with their
+// causes; and after each phase, neither Lock is Locked, pg_locks shows
+// nothing for the Locker, and Stat is at rest. The second phase also
+// terminates the Locker's backends (ErrLost allowed).
+func TestAttack8SerialCoresUnderOneTurn(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const app = "alock_a8_serial"
+	lk := newLocker(t, dsn, app, &alock.LockerOptions{MaxSessions: 2})
+	admin := newA4Admin(t, dsn)
+	var adminMu sync.Mutex
+	checker := pgtest.Connect(t, dsn)
+	var checkMu sync.Mutex
+	serverGrants := func(key int64, mode string) bool { // key granted in mode to a Locker backend
+		checkMu.Lock()
+		defer checkMu.Unlock()
+		var n int
+		err := checker.QueryRow(ctx, `SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+			WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = $1 AND l.mode = $2
+			AND l.objid = $3 AND l.classid = 0`, app, mode, key).Scan(&n)
+		if err != nil {
+			t.Error(err)
+		}
+		return n > 0
+	}
+	// Two ids, each with an exclusive and a share Lock; other is the Lock
+	// of the same id in the other mode.
+	locks := []*a8Shared{
+		{l: lk.NewExclusive(alock.Key(1))}, {l: lk.NewShare(alock.Key(1)), share: true},
+		{l: lk.NewExclusive(alock.Key(2))}, {l: lk.NewShare(alock.Key(2)), share: true},
+	}
+	otherOf := func(i int) *a8Shared { return locks[i^1] }
+	for phase, kills := range []bool{false, true} {
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		var ops, gots atomic.Int64
+		for g := range 32 {
+			i := g % len(locks)
+			s, other, key := locks[i], otherOf(i), int64(1+i/2)
+			wg.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					case <-time.After(time.Duration(rand.IntN(2000)) * time.Microsecond):
+					}
+					ops.Add(1)
+					c, cancelC, cause := a7Ctx(ctx)
+					okErr := func(what string, err error) {
+						if err == nil {
+							return
+						}
+						if kills && errors.Is(err, alock.ErrLost) {
+							return
+						}
+						if c.Err() != nil {
+							if cerr := a7CtxErr(c, cause, err); cerr == nil {
+								return
+							} else {
+								err = cerr
+							}
+						}
+						t.Errorf("phase %d: %s: %v", phase, what, err)
+					}
+					inside := func() {
+						s.inside.Add(1)
+						gots.Add(1)
+						if n := other.inside.Load(); n > 0 {
+							t.Errorf("phase %d: share and exclusive inside at once (%d other)", phase, n)
+						}
+						if !s.l.Locked() && !kills {
+							t.Errorf("phase %d: inside, but not Locked", phase)
+						}
+						if rand.IntN(30) == 0 && !kills {
+							mode := "ExclusiveLock"
+							if s.share {
+								mode = "ShareLock"
+							}
+							if !serverGrants(key, mode) {
+								t.Errorf("phase %d: inside, but the server grants no %s on the id", phase, mode)
+							}
+						}
+						time.Sleep(time.Duration(rand.IntN(300)) * time.Microsecond)
+						s.inside.Add(-1)
+					}
+					release := func() {
+						rc, cancelR, _ := a7Ctx(ctx)
+						err := s.l.Release(rc)
+						cancelR()
+						for err != nil && !errors.Is(err, alock.ErrLost) && !errors.Is(err, alock.ErrNotHeld) && rc.Err() != nil {
+							// not released (the wait for the turn ended): still held
+							err = s.l.Release(ctx)
+						}
+						if err != nil && !(kills && errors.Is(err, alock.ErrLost)) {
+							t.Errorf("phase %d: Release: %v", phase, err)
+						}
+					}
+					switch rand.IntN(3) {
+					case 0:
+						err := s.l.Acquire(c)
+						okErr("Acquire", err)
+						if err == nil {
+							inside()
+							release()
+						}
+					case 1:
+						ok, err := s.l.TryAcquire(c)
+						okErr("TryAcquire", err)
+						if ok && err == nil {
+							inside()
+							release()
+						}
+					default:
+						fnErr := errors.New("a8 fn")
+						err := s.l.Do(c, func(context.Context) error { inside(); return fnErr })
+						if !errors.Is(err, fnErr) {
+							okErr("Do", err)
+						}
+					}
+					cancelC()
+				}
+			})
+		}
+		var killing sync.WaitGroup
+		if kills {
+			killing.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					case <-time.After(time.Duration(50+rand.IntN(100)) * time.Millisecond):
+					}
+					adminMu.Lock()
+					if pids := admin.pids(app); len(pids) > 0 {
+						admin.kill(pids[rand.IntN(len(pids))])
+					}
+					adminMu.Unlock()
+				}
+			})
+		}
+		time.Sleep(1500 * time.Millisecond)
+		close(stop)
+		wg.Wait()
+		killing.Wait()
+		for i, s := range locks {
+			if s.l.Locked() {
+				t.Errorf("phase %d: Lock %d Locked after every goroutine released", phase, i)
+			}
+			if err := s.l.Release(ctx); !errors.Is(err, alock.ErrNotHeld) {
+				t.Errorf("phase %d: one more Release: %v, want ErrNotHeld", phase, err)
+			}
+		}
+		pgtest.WaitFor(t, "the server to show no lock of the Locker", func() bool {
+			adminMu.Lock()
+			defer adminMu.Unlock()
+			granted, waiting := admin.granted(app)
+			return len(granted) == 0 && waiting == 0
+		})
+		expectLockerAtRest(t, lk, fmt.Sprintf("phase %d", phase))
+		if gots.Load() == 0 {
+			t.Errorf("phase %d: no acquisition succeeded in %d operations", phase, ops.Load())
+		}
+		t.Logf("phase %d: %d operations, %d inside; %+v", phase, ops.Load(), gots.Load(), lk.Stat())
 	}
 }
