@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -697,5 +698,142 @@ func TestAttack8SerialCoresUnderOneTurn(t *testing.T) {
 			t.Errorf("phase %d: no acquisition succeeded in %d operations", phase, ops.Load())
 		}
 		t.Logf("phase %d: %d operations, %d inside; %+v", phase, ops.Load(), gots.Load(), lk.Stat())
+	}
+}
+
+// TestAttack8BatchScratchSameIDBothModes: a Session's batch leader reuses
+// its rows, sent map and used flags from round to round, and a taken
+// batch's slice goes back to the gate for later submissions. 48 goroutines
+// each own a Lock on the session: 6 ids (keys and pairs), each in both
+// modes, four Locks per id and mode, some with two ids, so that a batch
+// carries tries of one id in share and exclusive from the same session,
+// tries of an id another Lock already holds, and unlocks beside tries of
+// the same ids. Each toggles its Lock (TryAcquire, which must succeed
+// unless its ctx ended, or Release) as fast as it can, in phases that
+// alternate large batches (the connection held busy meanwhile) and small
+// ones (only a few goroutines). At each pause each Lock is Locked exactly
+// when its goroutine holds it, and pg_locks for the session's backend shows
+// exactly the holds of the Locked Locks.
+func TestAttack8BatchScratchSameIDBothModes(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, err := alock.Open(ctx, dsn, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close(context.Background()) }()
+	ids := []alock.ID{alock.Key(1), alock.Key(-1), alock.Pair(3, 4), alock.Pair(-5, 7), alock.Key(1 << 40), alock.Key(-1 << 62)}
+	type owned struct {
+		l    *alock.Lock
+		ids  []alock.ID
+		mode alock.Mode
+		held bool // by its goroutine, read at pauses
+	}
+	var locks []*owned
+	for i := range 48 {
+		id := ids[i%len(ids)]
+		mode := alock.Mode(alock.Exclusive)
+		if (i/len(ids))%2 == 1 {
+			mode = alock.Share
+		}
+		lids := []alock.ID{id}
+		if i%5 == 0 {
+			lids = append(lids, ids[(i+1)%len(ids)])
+		}
+		var l *alock.Lock
+		if mode == alock.Share {
+			l = s.NewShare(lids...)
+		} else {
+			l = s.NewExclusive(lids...)
+		}
+		locks = append(locks, &owned{l: l, ids: lids, mode: mode})
+	}
+	for phase := range 8 {
+		big := phase%2 == 0
+		active := locks
+		if !big {
+			active = locks[:3+phase]
+		}
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		var ok, ended atomic.Int64
+		for _, o := range active {
+			wg.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if o.held {
+						rc, cancelR, _ := a7Ctx(ctx)
+						err := o.l.Release(rc)
+						cancelR()
+						if err != nil && rc.Err() != nil && o.l.Locked() {
+							err = o.l.Release(ctx) // the wait for the session ended: still held
+						}
+						if err != nil {
+							t.Errorf("phase %d: Release %v: %v", phase, o.l, err)
+						}
+						o.held = false
+						continue
+					}
+					c, cancelC, cause := a7Ctx(ctx)
+					got, err := o.l.TryAcquire(c)
+					switch {
+					case err == nil && got:
+						o.held = true
+						ok.Add(1)
+					case err == nil:
+						t.Errorf("phase %d: TryAcquire %v false on a session nobody else uses", phase, o.l)
+					case c.Err() != nil:
+						if cerr := a7CtxErr(c, cause, err); cerr != nil {
+							t.Errorf("phase %d: TryAcquire %v: %v", phase, o.l, cerr)
+						}
+						ended.Add(1)
+					default:
+						t.Errorf("phase %d: TryAcquire %v: %v", phase, o.l, err)
+					}
+					cancelC()
+				}
+			})
+		}
+		if big {
+			for range 3 {
+				a6Busy(t, s, 30*time.Millisecond)()
+			}
+		} else {
+			time.Sleep(150 * time.Millisecond)
+		}
+		close(stop)
+		wg.Wait()
+		want := map[string]bool{}
+		for i, o := range locks {
+			if o.l.Locked() != o.held {
+				t.Errorf("phase %d: Lock %d (%v) Locked %v, its goroutine holds it: %v", phase, i, o.l, o.l.Locked(), o.held)
+			}
+			if o.l.Locked() {
+				for _, id := range o.ids {
+					want[hold(id, o.mode)] = true
+				}
+			}
+		}
+		got := slices.Compact(locktest.Holds(t, dsn, s.PID()))
+		if w := slices.Sorted(maps.Keys(want)); !slices.Equal(got, w) {
+			t.Errorf("phase %d: pg_locks shows %v, the Locked Locks hold %v", phase, got, w)
+		}
+		t.Logf("phase %d (%d Locks): %d tries ok, %d ended by their ctx", phase, len(active), ok.Load(), ended.Load())
+	}
+	for _, o := range locks {
+		if o.held {
+			if err := o.l.Release(ctx); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	if got := locktest.Holds(t, dsn, s.PID()); len(got) != 0 {
+		t.Errorf("at the end pg_locks shows %v", got)
 	}
 }
