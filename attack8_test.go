@@ -750,15 +750,34 @@ func TestAttack8BatchScratchSameIDBothModes(t *testing.T) {
 		}
 		locks = append(locks, &owned{l: l, ids: lids, mode: mode})
 	}
+	other := pgtest.Connect(t, dsn)
+	conflicts := func(o *owned) bool { return false }
 	for phase := range 8 {
 		big := phase%2 == 0
 		active := locks
 		if !big {
 			active = locks[:3+phase]
 		}
+		// In half the phases another connection holds ids[2] exclusively
+		// and ids[5] shared: the tries that conflict fail, and multi-id
+		// ones give back what they got.
+		blocking := phase%4 >= 2
+		if blocking {
+			if _, err := other.Exec(ctx, "SELECT pg_advisory_lock(3, 4), pg_advisory_lock_shared($1::int8)", int64(-1<<62)); err != nil {
+				t.Fatal(err)
+			}
+			conflicts = func(o *owned) bool {
+				return slices.Contains(o.ids, ids[2]) || (o.mode == alock.Exclusive && slices.Contains(o.ids, ids[5]))
+			}
+		} else {
+			if _, err := other.Exec(ctx, "SELECT pg_advisory_unlock_all()"); err != nil {
+				t.Fatal(err)
+			}
+			conflicts = func(*owned) bool { return false }
+		}
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
-		var ok, ended atomic.Int64
+		var ok, refused, ended atomic.Int64
 		for _, o := range active {
 			wg.Go(func() {
 				for {
@@ -784,10 +803,16 @@ func TestAttack8BatchScratchSameIDBothModes(t *testing.T) {
 					got, err := o.l.TryAcquire(c)
 					switch {
 					case err == nil && got:
+						if conflicts(o) {
+							t.Errorf("phase %d: TryAcquire %v true while another connection holds a conflicting id", phase, o.l)
+						}
 						o.held = true
 						ok.Add(1)
 					case err == nil:
-						t.Errorf("phase %d: TryAcquire %v false on a session nobody else uses", phase, o.l)
+						if !conflicts(o) {
+							t.Errorf("phase %d: TryAcquire %v false with no conflicting holder", phase, o.l)
+						}
+						refused.Add(1)
 					case c.Err() != nil:
 						if cerr := a7CtxErr(c, cause, err); cerr != nil {
 							t.Errorf("phase %d: TryAcquire %v: %v", phase, o.l, cerr)
@@ -824,7 +849,21 @@ func TestAttack8BatchScratchSameIDBothModes(t *testing.T) {
 		if w := slices.Sorted(maps.Keys(want)); !slices.Equal(got, w) {
 			t.Errorf("phase %d: pg_locks shows %v, the Locked Locks hold %v", phase, got, w)
 		}
-		t.Logf("phase %d (%d Locks): %d tries ok, %d ended by their ctx", phase, len(active), ok.Load(), ended.Load())
+		t.Logf("phase %d (%d Locks): %d tries ok, %d refused, %d ended by their ctx", phase, len(active), ok.Load(), refused.Load(), ended.Load())
+		for _, o := range locks { // in one batch, as far as the goroutines go
+			if o.held {
+				wg.Go(func() {
+					if err := o.l.Release(ctx); err != nil {
+						t.Errorf("phase %d: Release %v: %v", phase, o.l, err)
+					}
+					o.held = false
+				})
+			}
+		}
+		wg.Wait()
+		if got := locktest.Holds(t, dsn, s.PID()); len(got) != 0 {
+			t.Errorf("phase %d: after every Release pg_locks shows %v", phase, got)
+		}
 	}
 	for _, o := range locks {
 		if o.held {
