@@ -876,3 +876,157 @@ func TestAttack8BatchScratchSameIDBothModes(t *testing.T) {
 		t.Errorf("at the end pg_locks shows %v", got)
 	}
 }
+
+// TestAttack8MassTerminationsDuringAcquisitions: every backend of the
+// Locker (MaxSessions 3) is terminated at once, every 80-200 ms, and a
+// third of its opens are terminated by the server in AfterConnect, while
+// 24 goroutines Acquire, TryAcquire and Lead over 6 ids. An Acquire or a
+// Lead whose ctx is alive never fails for an open the server ended (it
+// moves on); a TryAcquire may, only with the server's error or a loss;
+// held Locks report their losses. The server never sees more than
+// MaxSessions of the Locker's backends besides terminated and lost ones;
+// at the end nothing is held on the server and Stat is at rest.
+func TestAttack8MassTerminationsDuringAcquisitions(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const app, maxSessions = "alock_a8_mass_kills", 3
+	cfg, err := pgx.ParseConfig(withParam(dsn, "application_name", app))
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := newA4Admin(t, dsn)
+	var adminMu sync.Mutex
+	var opens, ended atomic.Int32
+	var enabled atomic.Bool
+	cfg.AfterConnect = func(ctx context.Context, c *pgconn.PgConn) error {
+		opens.Add(1)
+		if !enabled.Load() || rand.IntN(3) != 0 {
+			return nil
+		}
+		ended.Add(1)
+		adminMu.Lock()
+		defer adminMu.Unlock()
+		admin.kill(c.PID())
+		return nil
+	}
+	opts, lost := a4LostOptions(maxSessions)
+	lk, err := alock.NewLockerConfig(ctx, cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = lk.Close(context.Background()) }()
+	enabled.Store(true)
+	stop := make(chan struct{})
+	most := a4MaxBackends(t, dsn, app, stop, admin.killedPIDs, lost.lostPIDs)
+	serverEnded := func(err error) bool {
+		var pg *pgconn.PgError
+		return errors.As(err, &pg) && (pg.Code == "57P01" || pg.Code == "57P02" || pg.Code == "57P03")
+	}
+	var wg sync.WaitGroup
+	var acquired, tries, tryFailed, leads atomic.Int64
+	for g := range 24 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				id := alock.Key(int64(1 + rand.IntN(6)))
+				c, cancelC := context.WithTimeout(ctx, 2*time.Second)
+				switch g % 3 {
+				case 0:
+					l := lk.NewExclusive(id)
+					err := l.Acquire(c)
+					switch {
+					case err == nil:
+						acquired.Add(1)
+						time.Sleep(time.Duration(rand.IntN(2000)) * time.Microsecond)
+						if err := l.Release(ctx); err != nil && !errors.Is(err, alock.ErrLost) {
+							t.Errorf("Release: %v", err)
+						}
+					case c.Err() != nil && errors.Is(err, context.DeadlineExceeded):
+					default:
+						t.Errorf("Acquire with its ctx alive: %v", err)
+					}
+				case 1:
+					l := lk.NewShare(id)
+					ok, err := l.TryAcquire(c)
+					tries.Add(1)
+					switch {
+					case err == nil && ok:
+						if err := l.Release(ctx); err != nil && !errors.Is(err, alock.ErrLost) {
+							t.Errorf("Release: %v", err)
+						}
+					case err == nil:
+					case errors.Is(err, alock.ErrLost) || serverEnded(err):
+						tryFailed.Add(1)
+					default:
+						t.Errorf("TryAcquire: %v", err)
+					}
+				default:
+					err := lk.Lead(c, id, func(lctx context.Context, _ int64) error {
+						leads.Add(1)
+						select {
+						case <-lctx.Done():
+						case <-time.After(time.Duration(rand.IntN(3000)) * time.Microsecond):
+						}
+						return nil
+					})
+					switch {
+					case err == nil, errors.Is(err, alock.ErrLost):
+					case c.Err() != nil && errors.Is(err, context.DeadlineExceeded):
+					default:
+						t.Errorf("Lead with its ctx alive: %v", err)
+					}
+				}
+				cancelC()
+			}
+		})
+	}
+	var killing sync.WaitGroup
+	killing.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Duration(80+rand.IntN(120)) * time.Millisecond):
+			}
+			adminMu.Lock()
+			for _, pid := range admin.pids(app) {
+				admin.kill(pid)
+			}
+			adminMu.Unlock()
+		}
+	})
+	time.Sleep(2500 * time.Millisecond)
+	close(stop)
+	killing.Wait()
+	wg.Wait()
+	enabled.Store(false)
+	if n := most(); n > maxSessions {
+		t.Errorf("the server saw %d of the Locker's sessions besides terminated and lost ones, MaxSessions is %d", n, maxSessions)
+	}
+	expectLockerAtRest(t, lk, "at the end")
+	pgtest.WaitFor(t, "no lock of the Locker on the server", func() bool {
+		adminMu.Lock()
+		defer adminMu.Unlock()
+		granted, waiting := admin.granted(app)
+		return len(granted) == 0 && waiting == 0
+	})
+	if acquired.Load() == 0 || leads.Load() == 0 {
+		t.Errorf("nothing acquired (%d) or led (%d)", acquired.Load(), leads.Load())
+	}
+	// Still usable: an acquisition after the storm.
+	l := lk.NewExclusive(alock.Key(99))
+	if err := l.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d opens (%d ended in AfterConnect), %d acquired, %d leads, %d tries (%d failed); %+v",
+		opens.Load(), ended.Load(), acquired.Load(), leads.Load(), tries.Load(), tryFailed.Load(), lk.Stat())
+}
