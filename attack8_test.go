@@ -1030,3 +1030,106 @@ func TestAttack8MassTerminationsDuringAcquisitions(t *testing.T) {
 	t.Logf("%d opens (%d ended in AfterConnect), %d acquired, %d leads, %d tries (%d failed); %+v",
 		opens.Load(), ended.Load(), acquired.Load(), leads.Load(), tries.Load(), tryFailed.Load(), lk.Stat())
 }
+
+// TestAttack8LockerInEveryExecMode: a Locker whose pgx configuration uses
+// any query exec mode, fenced or not (fenced Locks are not batched: they
+// go by the single-Lock statements), takes and frees exactly what
+// pg_locks shows: 16 Locks over keys and pairs, both modes, some with two
+// ids, acquired and released together (batched), and one that waits on
+// the server for ids another connection holds.
+func TestAttack8LockerInEveryExecMode(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	for _, mode := range []pgx.QueryExecMode{
+		pgx.QueryExecModeCacheStatement, pgx.QueryExecModeCacheDescribe, pgx.QueryExecModeDescribeExec,
+		pgx.QueryExecModeExec, pgx.QueryExecModeSimpleProtocol,
+	} {
+		for _, fenced := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/fenced=%v", mode, fenced), func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				app := fmt.Sprintf("alock_a8_mode_%d_%v", mode, fenced)
+				cfg, err := pgx.ParseConfig(withParam(dsn, "application_name", app))
+				if err != nil {
+					t.Fatal(err)
+				}
+				cfg.DefaultQueryExecMode = mode
+				lk, err := alock.NewLockerConfig(ctx, cfg, &alock.LockerOptions{MaxSessions: 2, Session: alock.SessionOptions{Fencing: fenced}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer func() { _ = lk.Close(context.Background()) }()
+				admin := newA4Admin(t, dsn)
+				want := map[string]bool{}
+				var locks []*alock.Lock
+				for i := range 16 {
+					ids := []alock.ID{alock.Key(int64(2000 + i))}
+					if i%3 == 2 {
+						ids[0] = alock.Pair(int32(-i), int32(2000+i))
+					}
+					if i%4 == 0 {
+						ids = append(ids, alock.Key(-int64(3000+i)<<33))
+					}
+					l, m := lk.NewExclusive(ids...), alock.Exclusive
+					if i%2 == 1 {
+						l, m = lk.NewShare(ids...), alock.Share
+					}
+					locks = append(locks, l)
+					for _, id := range ids {
+						want[hold(id, m)] = true
+					}
+				}
+				other := pgtest.Connect(t, dsn)
+				if _, err := other.Exec(ctx, "SELECT pg_advisory_lock(77), pg_advisory_lock(5, 6)"); err != nil {
+					t.Fatal(err)
+				}
+				waiter := lk.NewExclusive(alock.Key(77), alock.Pair(5, 6))
+				waited := make(chan error, 1)
+				go func() { waited <- waiter.Acquire(ctx) }()
+				for round := range 3 {
+					var wg sync.WaitGroup
+					for _, l := range locks {
+						wg.Go(func() {
+							if err := l.Acquire(ctx); err != nil {
+								t.Errorf("round %d: Acquire %v: %v", round, l, err)
+							}
+						})
+					}
+					wg.Wait()
+					granted, _ := admin.granted(app)
+					if w := slices.Sorted(maps.Keys(want)); !slices.Equal(granted, w) {
+						t.Errorf("round %d: the server grants %v, the Locks hold %v", round, granted, w)
+					}
+					for _, l := range locks {
+						wg.Go(func() {
+							if err := l.Release(ctx); err != nil {
+								t.Errorf("round %d: Release %v: %v", round, l, err)
+							}
+						})
+					}
+					wg.Wait()
+					if granted, _ := admin.granted(app); len(granted) != 0 {
+						t.Errorf("round %d: after every Release the server grants %v", round, granted)
+					}
+				}
+				if _, err := other.Exec(ctx, "SELECT pg_advisory_unlock_all()"); err != nil {
+					t.Fatal(err)
+				}
+				if err := <-waited; err != nil {
+					t.Fatal(err)
+				}
+				if fenced && waiter.Token() == 0 {
+					t.Error("a fenced grant without a token")
+				}
+				granted, waiting := admin.granted(app)
+				if w := []string{hold(alock.Key(77), alock.Exclusive), hold(alock.Pair(5, 6), alock.Exclusive)}; !slices.Equal(granted, slices.Sorted(slices.Values(w))) || waiting != 0 {
+					t.Errorf("the waiter holds; the server grants %v, %d waiting", granted, waiting)
+				}
+				if err := waiter.Release(ctx); err != nil {
+					t.Fatal(err)
+				}
+				expectLockerAtRest(t, lk, "at the end")
+			})
+		}
+	}
+}
