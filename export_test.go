@@ -83,3 +83,23 @@ func TellLost(lk *Locker, cause error) {
 	lk.mu.Unlock()
 	s.tell(cause)
 }
+
+// HoldLockerSessionAt is HoldLockerSession for the Locker's i-th session
+// (in the order they were opened, lost ones included).
+func HoldLockerSessionAt(ctx context.Context, lk *Locker, i int) (pid uint32, exit func(), err error) {
+	lk.mu.Lock()
+	s := lk.sessions[i].Session
+	lk.mu.Unlock()
+	if err := s.gate.Enter(ctx); err != nil {
+		return 0, nil, err
+	}
+	return s.PID(), sessionGuard{s}.Exit, nil
+}
+
+// TellLostAt is TellLost for the Locker's i-th session.
+func TellLostAt(lk *Locker, i int, cause error) {
+	lk.mu.Lock()
+	s := lk.sessions[i].Session
+	lk.mu.Unlock()
+	s.tell(cause)
+}

@@ -185,15 +185,20 @@ func (lk *Locker) session(ctx context.Context, wait bool) (s *lockerSession, err
 				break
 			}
 		}
-		if s = lk.leastLoaded(wait); s != nil {
-			break
+		// A wait goes beside another one only if no session can be added:
+		// if a lost session's connection is closing, its replacement will
+		// be allowed once it has closed, and nothing else would open it.
+		if !(wait && lk.replacing()) {
+			if s = lk.leastLoaded(wait); s != nil {
+				break
+			}
 		}
 		if err != nil && lk.opening == 0 {
 			lk.mu.Unlock()
 			return nil, err
 		}
-		// Every session allowed is being opened, or lost and closing: wait
-		// for one.
+		// Every session allowed is being opened, or lost and closing (or a
+		// wait will have the replacement of one): wait for one.
 		lk.mu.Unlock()
 		if err := core.Sleep(ctx, 5*time.Millisecond); err != nil {
 			return nil, err
@@ -340,6 +345,13 @@ func (lk *Locker) open(ctx context.Context) (*lockerSession, error) {
 		if err == nil && !closed {
 			ls = &lockerSession{Session: s}
 			lk.sessions = append(lk.sessions, ls)
+			// A session free of waits: a Lock that came to poll beside
+			// another wait while it was opened moves there now, whether
+			// or not the acquisition that opened it is still there to
+			// claim it.
+			if len(lk.movers) > 0 {
+				lk.moveWaiters()
+			}
 		}
 		lk.mu.Unlock()
 		if closed { // the open failed because Close ended it, or it is not needed
@@ -378,6 +390,19 @@ func (lk *Locker) dropLost() {
 	}
 	clear(lk.sessions[len(live):])
 	lk.sessions = live
+}
+
+// replacing reports whether a session may be opened once the lost
+// sessions whose connection is still open have closed it (see dropLost);
+// the caller holds lk.mu.
+func (lk *Locker) replacing() bool {
+	closing := 0
+	for _, s := range lk.sessions {
+		if s.lost() && !s.gone() {
+			closing++
+		}
+	}
+	return closing > 0 && len(lk.sessions)+lk.opening-closing < lk.opts.MaxSessions
 }
 
 // LockerStat is a snapshot of a Locker's state and counters.

@@ -71,6 +71,7 @@ type Session struct {
 	closed  chan struct{} // closed when Close has done its work
 	linked  chan struct{} // closed when the link watch has ended
 
+	ended        atomic.Bool // set by tell, with err: see lost
 	disconnect   sync.Once
 	disconnected chan struct{} // closed once the connection is closed (see lose)
 }
@@ -247,6 +248,7 @@ func (s *Session) tell(cause error) {
 		cause = fmt.Errorf("alock: session lost: %w: %w", ErrLost, cause)
 	}
 	s.err = cause
+	s.ended.Store(true) // before any Lock or hook hears of it: see lost
 	s.mu.Unlock()
 	held := s.held.tell()
 	for _, l := range held {
@@ -261,15 +263,10 @@ func (s *Session) tell(cause error) {
 	close(s.done)
 }
 
-// lost reports whether the session has ended.
-func (s *Session) lost() bool {
-	select {
-	case <-s.done:
-		return true
-	default:
-		return false
-	}
-}
+// lost reports whether the session has ended: from the moment tell
+// starts, so that whoever has heard of the loss (a Lock's Lost closed, a
+// hook called) finds it ended, though Done closes only once they have.
+func (s *Session) lost() bool { return s.ended.Load() }
 
 // gone reports whether the session has ended and its connection is closed:
 // a lost session's connection is closed soon after the loss is told (by
