@@ -26,7 +26,7 @@ func Bounds(opts *SessionOptions) (client, server time.Duration) {
 // tokens from sequence, as a Session's do: the tests count its round trips
 // with a tracer on the connection.
 func NewFencedExclusive(conn *pgx.Conn, sequence string, ids ...ID) *Lock {
-	return newLockOn(pgxConn{conn}, Exclusive, ids, core.Options{Fence: sequence})
+	return newLockOn(pgxConn{c: conn}, Exclusive, ids, core.Options{Fence: sequence})
 }
 
 // SessionExec runs sql on the Session's own connection, as one user of its

@@ -47,7 +47,7 @@ func NewShare(conn *pgx.Conn, ids ...ID) *Lock { return newLock(conn, Share, ids
 func newLock(conn *pgx.Conn, m Mode, ids []ID) *Lock {
 	var c core.Conn // nil for a nil conn: the Lock's methods then say so
 	if conn != nil {
-		c = pgxConn{conn}
+		c = pgxConn{c: conn}
 	}
 	return newLockOn(c, m, ids, core.Options{})
 }

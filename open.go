@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pgalock/alock/internal/core"
+	"github.com/pgalock/alock/internal/pgxtext"
 )
 
 var (
@@ -92,6 +93,7 @@ func OpenConfig(ctx context.Context, cfg *pgx.ConnConfig, opts *SessionOptions) 
 		conn: conn, opts: o, pid: pid, probeEvery: probeInterval(o.KeepaliveInterval, idle),
 		done: make(chan struct{}), closing: make(chan struct{}), watched: make(chan struct{}), closed: make(chan struct{}),
 		linked: make(chan struct{}), disconnected: make(chan struct{}),
+		keysByRef: pgxtext.Describes(cfg.DefaultQueryExecMode),
 	}
 	s.lastUse.Store(time.Now().UnixNano())
 	go s.watch()

@@ -7,8 +7,14 @@ import (
 	"github.com/pgalock/alock/internal/pgxtext"
 )
 
-// pgxConn presents a *pgx.Conn to the core Lock.
-type pgxConn struct{ c *pgx.Conn }
+// pgxConn presents a *pgx.Conn to the core Lock. keysByRef: the batch
+// statements' key arrays go to pgx by reference (see pgxtext.KeysByRef): a
+// Session's, whose exec mode Open read once (pgx's Config copies the whole
+// configuration, too dear for every statement).
+type pgxConn struct {
+	c         *pgx.Conn
+	keysByRef bool
+}
 
 func (p pgxConn) Key() any { return p.c }
 
@@ -19,6 +25,9 @@ func (p pgxConn) Exec(ctx context.Context, sql string, args []any) error {
 
 // QueryText runs a lock statement (see pgxtext).
 func (p pgxConn) QueryText(ctx context.Context, sql string, args []any) (string, error) {
+	if p.keysByRef {
+		args = pgxtext.KeysByRef(args)
+	}
 	return pgxtext.QueryText(ctx, p.c, sql, args)
 }
 

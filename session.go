@@ -61,7 +61,8 @@ type Session struct {
 	lastUse    atomic.Int64  // unix nanoseconds of the last statement's end
 	probeEvery time.Duration // how long the session may stay idle; 0 for ever
 
-	held heldSet // the Locks that hold on the session (sharded: see heldSet)
+	held      heldSet // the Locks that hold on the session (sharded: see heldSet)
+	keysByRef bool    // conn's exec mode lets batches pass keys by reference (see pgxConn)
 
 	mu      sync.Mutex
 	err     error
@@ -163,7 +164,7 @@ func (s *Session) newCoreLock(m Mode, ids []ID, serial bool) *core.Lock {
 	if s.opts.Fencing {
 		opts.Fence = s.opts.FenceSequence
 	}
-	return newCoreOn(sessionConn{pgxConn{s.conn}, s}, m, ids, opts)
+	return newCoreOn(sessionConn{pgxConn{s.conn, s.keysByRef}, s}, m, ids, opts)
 }
 
 // Done returns a channel closed when the session has ended, and with it

@@ -43,5 +43,5 @@ func txConn(tx pgx.Tx) core.Conn {
 	if tx == nil {
 		return nil
 	}
-	return pgxConn{tx.Conn()}
+	return pgxConn{c: tx.Conn()}
 }

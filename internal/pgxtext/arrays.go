@@ -42,10 +42,10 @@ func dimensions(n int, isNil bool) []pgtype.ArrayDimension {
 	return []pgtype.ArrayDimension{{Length: int32(n), LowerBound: 1}}
 }
 
-// withKeyArrays returns args with every []int64 and []int32 as keys and
+// KeysByRef returns args with every []int64 and []int32 as keys and
 // keyPairs: a copy if there is any (args may be a statement's, shared), args
-// itself if there is none.
-func withKeyArrays(args []any) []any {
+// itself if there is none. Only for a connection whose exec mode Describes.
+func KeysByRef(args []any) []any {
 	var out []any
 	for i, a := range args {
 		var v any

@@ -10,7 +10,7 @@ import (
 
 // TestKeyArraysEncodeAsSlices: keys and keyPairs encode to the bytes pgx
 // sends for the []int64 and []int32 they wrap, in both formats, including
-// empty, nil and extreme values; and withKeyArrays copies only when it
+// empty, nil and extreme values; and KeysByRef copies only when it
 // converts.
 func TestKeyArraysEncodeAsSlices(t *testing.T) {
 	m := pgtype.NewMap()
@@ -33,19 +33,19 @@ func TestKeyArraysEncodeAsSlices(t *testing.T) {
 		}
 	}
 	shared := []any{int64(1), "x"}
-	if out := withKeyArrays(shared); &out[0] != &shared[0] {
-		t.Error("withKeyArrays copied args with no key array")
+	if out := KeysByRef(shared); &out[0] != &shared[0] {
+		t.Error("KeysByRef copied args with no key array")
 	}
 	shared = []any{[]int64{1}, []int32{2}, "x"}
-	out := withKeyArrays(shared)
+	out := KeysByRef(shared)
 	if _, ok := shared[0].([]int64); !ok {
-		t.Error("withKeyArrays changed its argument")
+		t.Error("KeysByRef changed its argument")
 	}
 	if _, ok := out[0].(keys); !ok {
-		t.Errorf("withKeyArrays left %T", out[0])
+		t.Errorf("KeysByRef left %T", out[0])
 	}
 	if _, ok := out[1].(keyPairs); !ok {
-		t.Errorf("withKeyArrays left %T", out[1])
+		t.Errorf("KeysByRef left %T", out[1])
 	}
 }
 

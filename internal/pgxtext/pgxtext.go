@@ -11,13 +11,8 @@ import (
 
 // QueryText runs sql and returns the first column of its one row as text
 // (a text value's bytes are the same in either format; "" for NULL), or
-// pgx.ErrNoRows. Key arrays ([]int64, []int32) in args are encoded without
-// an allocation per element (see keys) when the connection's exec mode
-// describes statements (pgx's default).
+// pgx.ErrNoRows.
 func QueryText(ctx context.Context, c *pgx.Conn, sql string, args []any) (string, error) {
-	if describes(c.Config().DefaultQueryExecMode) {
-		args = withKeyArrays(args)
-	}
 	rows, err := c.Query(ctx, sql, args...)
 	if err != nil {
 		return "", err
@@ -39,10 +34,11 @@ func QueryText(ctx context.Context, c *pgx.Conn, sql string, args []any) (string
 	return s, nil
 }
 
-// describes reports whether pgx learns a statement's parameter types from
-// the server in mode m, and so encodes keys and keyPairs by them; in the
-// other modes it goes by the Go type, which it knows only for slices.
-func describes(m pgx.QueryExecMode) bool {
+// Describes reports whether pgx learns a statement's parameter types from
+// the server in mode m, and so can encode the arguments of KeysByRef by
+// them; in the other modes it goes by the Go type, which it knows only for
+// slices.
+func Describes(m pgx.QueryExecMode) bool {
 	switch m {
 	case pgx.QueryExecModeCacheStatement, pgx.QueryExecModeCacheDescribe, pgx.QueryExecModeDescribeExec:
 		return true
