@@ -26,32 +26,6 @@ import (
 	"github.com/pgalock/alock/internal/pgtest"
 )
 
-// a8StallConfig returns a ConnConfig for app whose AfterConnect counts the
-// opens and, while *stall is set, holds the next one until release closes
-// (or its ctx ends).
-func a8StallConfig(t *testing.T, dsn, app string) (cfg *pgx.ConnConfig, opens, stall *atomic.Int32, release chan struct{}) {
-	t.Helper()
-	cfg, err := pgx.ParseConfig(withParam(dsn, "application_name", app))
-	if err != nil {
-		t.Fatal(err)
-	}
-	opens, stall = new(atomic.Int32), new(atomic.Int32)
-	release = make(chan struct{})
-	cfg.AfterConnect = func(ctx context.Context, _ *pgconn.PgConn) error {
-		opens.Add(1)
-		if stall.Swap(0) == 0 {
-			return nil
-		}
-		select {
-		case <-release:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	return cfg, opens, stall, release
-}
-
 // a8Waiting returns how many advisory lock rows of app's backends wait.
 func a8Waiting(t *testing.T, admin *pgx.Conn, app string) int {
 	t.Helper()
@@ -74,7 +48,7 @@ func TestAttack8OpenedLaterTakesAPoller(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	const app = "alock_a8_opened_later"
-	cfg, opens, stall, release := a8StallConfig(t, dsn, app)
+	cfg, opens, stall, release := stallingOpens(t, dsn, app)
 	lk, err := alock.NewLockerConfig(ctx, cfg, &alock.LockerOptions{MaxSessions: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -300,24 +274,7 @@ func TestAttack8TryAfterLostWithSlowTracer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	const app = "alock_a8_slow_tracer"
-	cfg, err := pgx.ParseConfig(withParam(dsn, "application_name", app))
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin := pgtest.Connect(t, dsn)
-	var adminMu sync.Mutex
-	var opens, kill atomic.Int32 // kill: how many of the next opens the server ends
-	cfg.AfterConnect = func(ctx context.Context, c *pgconn.PgConn) error {
-		opens.Add(1)
-		if kill.Add(-1) < 0 {
-			kill.Add(1)
-			return nil
-		}
-		adminMu.Lock()
-		defer adminMu.Unlock()
-		_, err := admin.Exec(ctx, "SELECT pg_terminate_backend($1)", c.PID())
-		return err
-	}
+	cfg, opens, kill := endingOpens(t, dsn, app)
 	tracer := &a8SlowLost{delay: 300 * time.Millisecond}
 	lk, err := alock.NewLockerConfig(ctx, cfg, &alock.LockerOptions{MaxSessions: 1, Session: alock.SessionOptions{Tracer: tracer}})
 	if err != nil {
@@ -328,9 +285,7 @@ func TestAttack8TryAfterLostWithSlowTracer(t *testing.T) {
 	if err := held.Acquire(ctx); err != nil {
 		t.Fatal(err)
 	}
-	adminMu.Lock()
 	terminate(t, dsn, alock.LockerLoads(lk)[0].PID)
-	adminMu.Unlock()
 	<-held.Lost()
 	if err := held.Release(ctx); !errors.Is(err, alock.ErrLost) {
 		t.Fatalf("Release of a lost hold: %v", err)

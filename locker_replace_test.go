@@ -94,24 +94,7 @@ func TestLockerMovesOnFromOpensTheServerEnds(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	const app = "alock_locker_open_ended"
-	cfg, err := pgx.ParseConfig(withParam(dsn, "application_name", app))
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin := pgtest.Connect(t, dsn)
-	var adminMu sync.Mutex
-	var opens, kill atomic.Int32 // kill: how many of the next opens the server ends
-	cfg.AfterConnect = func(ctx context.Context, c *pgconn.PgConn) error {
-		opens.Add(1)
-		if kill.Add(-1) < 0 {
-			kill.Add(1)
-			return nil
-		}
-		adminMu.Lock()
-		defer adminMu.Unlock()
-		_, err := admin.Exec(ctx, "SELECT pg_terminate_backend($1)", c.PID())
-		return err
-	}
+	cfg, opens, kill := endingOpens(t, dsn, app)
 	lk, err := alock.NewLockerConfig(ctx, cfg, &alock.LockerOptions{MaxSessions: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -123,9 +106,7 @@ func TestLockerMovesOnFromOpensTheServerEnds(t *testing.T) {
 		if err := held.Acquire(ctx); err != nil {
 			t.Fatal(err)
 		}
-		adminMu.Lock()
 		terminate(t, dsn, alock.LockerLoads(lk)[0].PID)
-		adminMu.Unlock()
 		<-held.Lost()
 		if err := held.Release(ctx); !errors.Is(err, alock.ErrLost) {
 			t.Fatalf("Release of a lost hold: %v", err)
@@ -181,24 +162,7 @@ func TestLockerOpenOutlivesTheAcquireThatStartedIt(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	const app = "alock_locker_open_outlives"
-	cfg, err := pgx.ParseConfig(withParam(dsn, "application_name", app))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var opens, stall atomic.Int32 // stall: the next open waits for release (or its ctx)
-	release := make(chan struct{})
-	cfg.AfterConnect = func(ctx context.Context, _ *pgconn.PgConn) error {
-		opens.Add(1)
-		if stall.Swap(0) == 0 {
-			return nil
-		}
-		select {
-		case <-release:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	cfg, opens, stall, release := stallingOpens(t, dsn, app)
 	lk, err := alock.NewLockerConfig(ctx, cfg, &alock.LockerOptions{MaxSessions: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -264,4 +228,56 @@ func TestLockerOpenOutlivesTheAcquireThatStartedIt(t *testing.T) {
 		sessions, _, _ := backendsOn(t, admin, app)
 		return sessions == 0
 	})
+}
+
+// endingOpens returns a ConnConfig for app whose AfterConnect counts the
+// opens, and has the server terminate the next *kill of them (it counts
+// them down).
+func endingOpens(t *testing.T, dsn, app string) (cfg *pgx.ConnConfig, opens, kill *atomic.Int32) {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(withParam(dsn, "application_name", app))
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := pgtest.Connect(t, dsn)
+	var adminMu sync.Mutex // opens may come together
+	opens, kill = new(atomic.Int32), new(atomic.Int32)
+	cfg.AfterConnect = func(ctx context.Context, c *pgconn.PgConn) error {
+		opens.Add(1)
+		if kill.Add(-1) < 0 {
+			kill.Add(1)
+			return nil
+		}
+		adminMu.Lock()
+		defer adminMu.Unlock()
+		_, err := admin.Exec(ctx, "SELECT pg_terminate_backend($1)", c.PID())
+		return err
+	}
+	return cfg, opens, kill
+}
+
+// stallingOpens returns a ConnConfig for app whose AfterConnect counts the
+// opens and, while *stall is set, holds the next one until release closes
+// (or its ctx ends).
+func stallingOpens(t *testing.T, dsn, app string) (cfg *pgx.ConnConfig, opens, stall *atomic.Int32, release chan struct{}) {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(withParam(dsn, "application_name", app))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opens, stall = new(atomic.Int32), new(atomic.Int32)
+	release = make(chan struct{})
+	cfg.AfterConnect = func(ctx context.Context, _ *pgconn.PgConn) error {
+		opens.Add(1)
+		if stall.Swap(0) == 0 {
+			return nil
+		}
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return cfg, opens, stall, release
 }
