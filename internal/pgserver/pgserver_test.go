@@ -3,8 +3,13 @@ package pgserver_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -122,5 +127,46 @@ func TestInvalidSettingName(t *testing.T) {
 	})
 	if err == nil || !strings.HasPrefix(err.Error(), "pgserver: ") {
 		t.Fatalf("err = %v, want a pgserver: error", err)
+	}
+}
+
+// TestStaleServersAreRemoved: a server whose owner process has gone (here
+// its owner record names a process that has exited) is killed and its
+// directory removed by the sweep that Start runs; a live owner's server is
+// left alone.
+func TestStaleServersAreRemoved(t *testing.T) {
+	stale, live := start(t, nil), start(t, nil)
+	pidText, err := os.ReadFile(filepath.Join(stale.DataDir(), "postmaster.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	postmaster, err := strconv.Atoi(strings.SplitN(string(pidText), "\n", 2)[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	base := filepath.Dir(stale.DataDir())
+	if err := os.WriteFile(filepath.Join(base, "owner"), fmt.Appendf(nil, "%d 1", gone.Process.Pid), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pgserver.RemoveStaleServers()
+	if _, err := os.Stat(base); !os.IsNotExist(err) {
+		t.Errorf("the stale server's directory is still there: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for syscall.Kill(postmaster, 0) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("the stale server's postmaster %d still runs", postmaster)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := queryString(t, live.ConnString("postgres"), "SELECT 'up'"); got != "up" {
+		t.Errorf("the live server answered %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(live.DataDir()), "owner")); err != nil {
+		t.Errorf("the live server has no owner record: %v", err)
 	}
 }

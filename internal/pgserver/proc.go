@@ -39,7 +39,8 @@ func Credential() (*syscall.Credential, error) {
 }
 
 // makeBaseDir creates the server's base directory under os.TempDir, world
-// traversable and, when cred is set, owned by that user.
+// traversable and, when cred is set, owned by that user, with a record of
+// this process as its owner (see sweepStale).
 func makeBaseDir(cred *syscall.Credential) (string, error) {
 	dir, err := os.MkdirTemp("", "alock-pg-")
 	if err != nil {
@@ -48,6 +49,10 @@ func makeBaseDir(cred *syscall.Credential) (string, error) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		_ = os.RemoveAll(dir)
 		return "", fmt.Errorf("pgserver: chmod base dir: %w", err)
+	}
+	if err := writeOwner(dir); err != nil {
+		_ = os.RemoveAll(dir)
+		return "", err
 	}
 	if cred != nil {
 		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {

@@ -88,6 +88,7 @@ func Start(ctx context.Context, opts *Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	sweepStale() // servers left by killed processes
 	base, err := makeBaseDir(cred)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,4 @@
+package pgserver
+
+// RemoveStaleServers runs the sweep of servers whose owner has gone.
+var RemoveStaleServers = removeStaleServers
