@@ -32,7 +32,8 @@ func (s sessionGuard) Gate() *core.Gate { return &s.gate }
 // after the session was told lost (by the link watch, say) is marked lost
 // at once: tell's list of held Locks was taken before it.
 func (s sessionGuard) Held(l *core.Lock) {
-	if s.held.add(l) {
+	s.held.add(l)
+	if s.lost() { // read after the add: see heldSet
 		l.MarkLost()
 	}
 }

@@ -3,7 +3,6 @@ package alock
 import (
 	"hash/maphash"
 	"sync"
-	"sync/atomic"
 
 	"github.com/pgalock/alock/internal/core"
 )
@@ -13,11 +12,10 @@ import (
 // goroutines whose holds begin and end together (the Locks of one batch)
 // rarely queue on one mutex. The zero value is an empty set.
 //
-// With told it makes a grant that completes as the session is told lost
-// marked lost either way: add adds the Lock before it reads told, and tell
-// sets told before it lists the set, so that one of them sees the other.
+// A grant that completes as the session is told lost is marked lost either
+// way: Held adds the Lock before it reads Session.ended, and tell sets
+// ended before it lists the set, so that one of them sees the other.
 type heldSet struct {
-	told   atomic.Bool // set by tell, before it lists the set
 	shards [heldShards]heldShard
 }
 
@@ -38,9 +36,8 @@ func (h *heldSet) shard(l *core.Lock) *heldShard {
 	return &h.shards[maphash.Comparable(heldSeed, l)%heldShards]
 }
 
-// add records l, and reports whether the session had been told lost by
-// then (the caller then marks l lost).
-func (h *heldSet) add(l *core.Lock) (told bool) {
+// add records l.
+func (h *heldSet) add(l *core.Lock) {
 	sh := h.shard(l)
 	sh.mu.Lock()
 	if sh.m == nil {
@@ -48,7 +45,6 @@ func (h *heldSet) add(l *core.Lock) (told bool) {
 	}
 	sh.m[l] = struct{}{}
 	sh.mu.Unlock()
-	return h.told.Load()
 }
 
 // remove forgets l.
@@ -59,9 +55,8 @@ func (h *heldSet) remove(l *core.Lock) {
 	sh.mu.Unlock()
 }
 
-// tell sets told, and returns the Locks held by then.
-func (h *heldSet) tell() []*core.Lock {
-	h.told.Store(true)
+// list returns the Locks held now.
+func (h *heldSet) list() []*core.Lock {
 	var held []*core.Lock
 	for i := range h.shards {
 		sh := &h.shards[i]

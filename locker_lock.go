@@ -190,13 +190,8 @@ const maxTryAttempts = 3
 func (k *lockerLock) takeOnSession(ctx context.Context, op string, try, moveOn bool, req *tableRequest, picked *lockerSession) (h *lockerHold, ok, retry bool, err error) {
 	h = &lockerHold{req: req, session: picked}
 	if picked == nil {
-		if h.session, err = k.lk.session(ctx, false); err != nil {
-			err = fmt.Errorf("alock: %s %s: %w", op, k.l, err)
-			if moveOn && endedByServer(err) && ctx.Err() == nil {
-				return nil, false, true, err
-			}
-			k.leave(h)
-			return nil, false, false, err
+		if retry, err = k.sessionFor(ctx, op, false, moveOn, h); err != nil {
+			return nil, false, retry, err
 		}
 	}
 	h.core = k.coreOn(h.session)
@@ -206,13 +201,8 @@ func (k *lockerLock) takeOnSession(ctx context.Context, op string, try, moveOn b
 		// if there is none, beside another wait until one comes free.
 		k.lk.unload(h.session)
 		for {
-			if h.session, err = k.lk.session(ctx, true); err != nil {
-				err = fmt.Errorf("alock: %s %s: %w", op, k.l, err)
-				if endedByServer(err) && ctx.Err() == nil {
-					return nil, false, true, err // as a lost session: wait on another
-				}
-				k.leave(h)
-				return nil, false, false, err
+			if retry, err = k.sessionFor(ctx, op, true, moveOn, h); err != nil {
+				return nil, false, retry, err
 			}
 			h.core = k.coreOn(h.session)
 			wctx, m := k.lk.watch(ctx, h.session, h.core)
@@ -239,6 +229,23 @@ func (k *lockerLock) takeOnSession(ctx context.Context, op string, try, moveOn b
 	}
 	k.leave(h)
 	return nil, false, false, lostError(k.l.ids, err)
+}
+
+// sessionFor chooses h's session (see Locker.session), for a hold or a
+// wait. If that fails, h's place in the process is given back, unless the
+// server ended the session opened for it and moveOn allows another
+// attempt: then retry is true, as for a session lost before it held
+// anything, and req stays granted.
+func (k *lockerLock) sessionFor(ctx context.Context, op string, wait, moveOn bool, h *lockerHold) (retry bool, err error) {
+	if h.session, err = k.lk.session(ctx, wait); err == nil {
+		return false, nil
+	}
+	err = fmt.Errorf("alock: %s %s: %w", op, k.l, err)
+	if moveOn && endedByServer(err) && ctx.Err() == nil {
+		return true, err
+	}
+	k.leave(h)
+	return false, err
 }
 
 // endedByServer reports whether err is an Open's whose connection the

@@ -249,9 +249,9 @@ func (s *Session) tell(cause error) {
 		cause = fmt.Errorf("alock: session lost: %w: %w", ErrLost, cause)
 	}
 	s.err = cause
-	s.ended.Store(true) // before any Lock or hook hears of it: see lost
+	s.ended.Store(true) // before any Lock or hook hears of it (see lost), and before the list (see heldSet)
 	s.mu.Unlock()
-	held := s.held.tell()
+	held := s.held.list()
 	for _, l := range held {
 		l.MarkLost()
 	}

@@ -100,12 +100,12 @@ func (l *Lock) batched(ctx context.Context, op *batchOp) {
 		if lead {
 			l.leadBatches(ctx, op)
 		}
-		if cancel := ctx.Done(); cancel == nil { // a ctx that cannot end (a Release's): a plain receive
+		if ended := ctx.Done(); ended == nil { // a ctx that cannot end (a Release's): a plain receive
 			<-op.done
 		} else {
 			select {
 			case <-op.done:
-			case <-cancel:
+			case <-ended:
 				if g.withdraw(op) {
 					op.err = ctxErr(ctx)
 					return

@@ -48,21 +48,16 @@ type Options struct {
 // whose Acquire, TryAcquire and Release return an error saying so.
 func NewLock(c Conn, label func() string, m Mode, tags []Tag, opts Options) *Lock {
 	distinct := distinct(tags)
-	return &Lock{
+	l := &Lock{
 		conn: c, guard: opts.Guard, fence: opts.Fence, pid: opts.PID, label: label, mode: m, tags: distinct,
 		lockAll:   lockStatement(m, distinct, opts.Fence, pidStartSQL),
 		tryAll:    tryStatement(m, distinct, opts.Fence, pidStartSQL),
 		unlockAll: unlockStatement(m, distinct),
-		turn:      newTurnUnless(opts.Guard == nil || opts.Serial),
 	}
-}
-
-// newTurnUnless returns a new Turn, or nil if the Lock needs none.
-func newTurnUnless(none bool) *Turn {
-	if none {
-		return nil
+	if opts.Guard != nil && !opts.Serial { // shared, and not ordered by its caller
+		l.turn = NewTurn()
 	}
-	return NewTurn()
+	return l
 }
 
 // ConnKey returns the Key of the Lock's Conn, nil if it has none.
