@@ -49,11 +49,7 @@ func TestAttack8OpenedLaterTakesAPoller(t *testing.T) {
 	defer cancel()
 	const app = "alock_a8_opened_later"
 	cfg, opens, stall, release := stallingOpens(t, dsn, app)
-	lk, err := alock.NewLockerConfig(ctx, cfg, &alock.LockerOptions{MaxSessions: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = lk.Close(context.Background()) }()
+	lk := newLockerConfig(t, cfg, &alock.LockerOptions{MaxSessions: 2})
 	admin := pgtest.Connect(t, dsn)
 	other := pgtest.Connect(t, dsn)
 	for _, k := range []int64{1, 2, 3} { // X, Y, Z held elsewhere
@@ -276,11 +272,7 @@ func TestAttack8TryAfterLostWithSlowTracer(t *testing.T) {
 	const app = "alock_a8_slow_tracer"
 	cfg, opens, kill := endingOpens(t, dsn, app)
 	tracer := &a8SlowLost{delay: 300 * time.Millisecond}
-	lk, err := alock.NewLockerConfig(ctx, cfg, &alock.LockerOptions{MaxSessions: 1, Session: alock.SessionOptions{Tracer: tracer}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = lk.Close(context.Background()) }()
+	lk := newLockerConfig(t, cfg, &alock.LockerOptions{MaxSessions: 1, Session: alock.SessionOptions{Tracer: tracer}})
 	held := lk.NewExclusive(alock.Key(1))
 	if err := held.Acquire(ctx); err != nil {
 		t.Fatal(err)
@@ -867,11 +859,7 @@ func TestAttack8MassTerminationsDuringAcquisitions(t *testing.T) {
 		return nil
 	}
 	opts, lost := a4LostOptions(maxSessions)
-	lk, err := alock.NewLockerConfig(ctx, cfg, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = lk.Close(context.Background()) }()
+	lk := newLockerConfig(t, cfg, opts)
 	enabled.Store(true)
 	stop := make(chan struct{})
 	most := a4MaxBackends(t, dsn, app, stop, admin.killedPIDs, lost.lostPIDs)
@@ -1009,11 +997,7 @@ func TestAttack8LockerInEveryExecMode(t *testing.T) {
 					t.Fatal(err)
 				}
 				cfg.DefaultQueryExecMode = mode
-				lk, err := alock.NewLockerConfig(ctx, cfg, &alock.LockerOptions{MaxSessions: 2, Session: alock.SessionOptions{Fencing: fenced}})
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer func() { _ = lk.Close(context.Background()) }()
+				lk := newLockerConfig(t, cfg, &alock.LockerOptions{MaxSessions: 2, Session: alock.SessionOptions{Fencing: fenced}})
 				admin := newA4Admin(t, dsn)
 				want := map[string]bool{}
 				var locks []*alock.Lock

@@ -95,11 +95,7 @@ func TestLockerMovesOnFromOpensTheServerEnds(t *testing.T) {
 	defer cancel()
 	const app = "alock_locker_open_ended"
 	cfg, opens, kill := endingOpens(t, dsn, app)
-	lk, err := alock.NewLockerConfig(ctx, cfg, &alock.LockerOptions{MaxSessions: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = lk.Close(context.Background()) }()
+	lk := newLockerConfig(t, cfg, &alock.LockerOptions{MaxSessions: 1})
 	loseSession := func() {
 		t.Helper()
 		held := lk.NewExclusive(alock.Key(1))
@@ -163,11 +159,7 @@ func TestLockerOpenOutlivesTheAcquireThatStartedIt(t *testing.T) {
 	defer cancel()
 	const app = "alock_locker_open_outlives"
 	cfg, opens, stall, release := stallingOpens(t, dsn, app)
-	lk, err := alock.NewLockerConfig(ctx, cfg, &alock.LockerOptions{MaxSessions: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = lk.Close(context.Background()) }()
+	lk := newLockerConfig(t, cfg, &alock.LockerOptions{MaxSessions: 1})
 	held := lk.NewExclusive(alock.Key(1))
 	if err := held.Acquire(ctx); err != nil {
 		t.Fatal(err)

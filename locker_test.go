@@ -21,8 +21,25 @@ func newLocker(t *testing.T, dsn, app string, opts *alock.LockerOptions) *alock.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	lk, err := alock.NewLocker(ctx, withParam(dsn, "application_name", app), opts)
+	return keepLocker(t, lk, err)
+}
+
+// newLockerConfig is newLocker with a configuration the test built (hooks
+// on its opens, an exec mode).
+func newLockerConfig(t *testing.T, cfg *pgx.ConnConfig, opts *alock.LockerOptions) *alock.Locker {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	lk, err := alock.NewLockerConfig(ctx, cfg, opts)
+	return keepLocker(t, lk, err)
+}
+
+// keepLocker fails the test if the Locker could not be made, and closes it
+// at the end of the test.
+func keepLocker(t *testing.T, lk *alock.Locker, err error) *alock.Locker {
+	t.Helper()
 	if err != nil {
-		pgtest.Fatalf(t, "NewLocker: %v", err)
+		pgtest.Fatalf(t, "new Locker: %v", err)
 	}
 	t.Cleanup(func() { _ = lk.Close(context.Background()) })
 	return lk
