@@ -257,24 +257,6 @@ func TestAttack7SharedLocksSignals(t *testing.T) {
 	t.Logf("%d operations, %d tries, %d ended by their ctx", ops.Load(), tries.Load(), ctxEnded.Load())
 }
 
-// a7Closed reports whether ch closes within d.
-func a7Closed(ch <-chan struct{}, d time.Duration) bool {
-	if ch == nil {
-		return true
-	}
-	select {
-	case <-ch:
-		return true
-	default:
-	}
-	select {
-	case <-ch:
-		return true
-	case <-time.After(d):
-		return false
-	}
-}
-
 // TestAttack7KillDuringBatchedGrants: 48 goroutines, each with its own
 // Lock on one Session, take (TryAcquire or Acquire, batched) and release
 // in a tight loop while another connection terminates the session's
@@ -319,7 +301,7 @@ func TestAttack7KillDuringBatchedGrants(t *testing.T) {
 							w.log = append(w.log, fmt.Sprintf("release: %v", err))
 							if errors.Is(err, alock.ErrLost) {
 								releasesLost.Add(1)
-								if !a7Closed(w.lost, 2*time.Second) {
+								if !a6Closed(w.lost, 2*time.Second) {
 									t.Errorf("round %d: Release %v reported ErrLost (%v), the Lost channel asked for during the hold is open", round, w.l, err)
 								}
 								w.held = false
@@ -356,7 +338,7 @@ func TestAttack7KillDuringBatchedGrants(t *testing.T) {
 						}
 						w.held = true
 						w.lost = w.l.Lost()
-						w.log = append(w.log, fmt.Sprintf("grant (lost %v, closed %v)", wasLost, a7Closed(w.lost, 0)))
+						w.log = append(w.log, fmt.Sprintf("grant (lost %v, closed %v)", wasLost, a6Closed(w.lost, 0)))
 						if wasLost {
 							grantedLate.Add(1)
 						}
@@ -384,7 +366,7 @@ func TestAttack7KillDuringBatchedGrants(t *testing.T) {
 				t.Errorf("round %d, pause: %v Locked %v, held %v", round, w.l, w.l.Locked(), w.held)
 			}
 			if w.held {
-				if a7Closed(w.l.Lost(), 0) {
+				if a6Closed(w.l.Lost(), 0) {
 					t.Errorf("round %d, pause: %v held, its Lost channel closed", round, w.l)
 				}
 				for _, id := range w.l.IDs() {
@@ -421,7 +403,7 @@ func TestAttack7KillDuringBatchedGrants(t *testing.T) {
 				continue
 			}
 			lostChecked.Add(1)
-			if a, b := a7Closed(w.lost, 5*time.Second), a7Closed(w.l.Lost(), 0); !a || !b {
+			if a, b := a6Closed(w.lost, 5*time.Second), a6Closed(w.l.Lost(), 0); !a || !b {
 				t.Errorf("round %d: %v held as the session was lost (%v), its Lost channel is open (asked at the grant: closed %v; now: closed %v; Locked %v) %q", round, w.l, s.Err(), a, b, w.l.Locked(), w.log[max(0, len(w.log)-4):])
 			}
 			if w.l.Locked() {
