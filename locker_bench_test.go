@@ -59,73 +59,34 @@ func BenchmarkLockerThroughput(b *testing.B) {
 	for i := range conns {
 		conns[i] = pgtest.Connect(b, dsn)
 	}
-	type tally struct {
-		cycles       int64
-		elapsed, cpu time.Duration
-		cpuBad       bool // a reading failed
-	}
-	window := func(t *tally, workers int, cycle func(w int) error) {
-		var n atomic.Int64
-		client0, server0, ok0 := pgtest.CPU()
-		start := time.Now()
-		stop := start.Add(300 * time.Millisecond)
-		var wg sync.WaitGroup
-		for w := range workers {
-			wg.Go(func() {
-				for time.Now().Before(stop) {
-					if err := cycle(w); err != nil {
-						b.Error(err)
-						return
-					}
-					n.Add(1)
-				}
-			})
-		}
-		wg.Wait()
-		client1, server1, ok1 := pgtest.CPU()
-		t.cycles += n.Load()
-		t.elapsed += time.Since(start)
-		t.cpu += client1 - client0 + server1 - server0
-		t.cpuBad = t.cpuBad || !ok0 || !ok1
-	}
 	locks := make([]*alock.Lock, 64)
 	for i := range locks {
 		locks[i] = lk.NewExclusive(alock.Key(int64(1000 + i)))
 	}
 	hand := startHandBatcher(pgtest.Connect(b, dsn))
-	handOps := make([]*handOp, 64)
-	for i := range handOps {
-		handOps[i] = &handOp{result: make(chan bool, 1)}
-	}
+	handOps := newHandOps(64)
 	var raw, locker, handed tally
 	b.ResetTimer()
 	for b.Loop() {
-		window(&raw, 4, func(w int) error {
-			if _, err := conns[w].Exec(ctx, "select pg_advisory_lock($1)", int64(w)); err != nil {
-				return err
-			}
-			_, err := conns[w].Exec(ctx, "select pg_advisory_unlock($1)", int64(w))
-			return err
-		})
-		window(&locker, 64, func(w int) error {
+		raw.window(b, 4, rawCycle(conns))
+		locker.window(b, 64, func(w int) error {
 			if err := locks[w].Acquire(ctx); err != nil {
 				return err
 			}
 			return locks[w].Release(ctx)
 		})
-		window(&handed, 64, func(w int) error { return hand.cycle(handOps[w], int64(2000+w)) })
+		handed.window(b, 64, hand.cycles(handOps, 2000))
 	}
 	b.StopTimer()
 	if err := hand.stop(); err != nil {
 		b.Error(err)
 	}
-	rate := func(t tally) float64 { return float64(t.cycles) / t.elapsed.Seconds() }
-	b.ReportMetric(rate(raw), "raw4-cycles/s")
-	b.ReportMetric(rate(locker), "locker64-cycles/s")
-	b.ReportMetric(rate(handed), "hand64-cycles/s")
-	b.ReportMetric(rate(locker)/rate(raw), "locker/raw")
-	b.ReportMetric(rate(handed)/rate(raw), "hand/raw")
-	b.ReportMetric(rate(locker)/rate(handed), "locker/hand")
+	b.ReportMetric(raw.rate(), "raw4-cycles/s")
+	b.ReportMetric(locker.rate(), "locker64-cycles/s")
+	b.ReportMetric(handed.rate(), "hand64-cycles/s")
+	b.ReportMetric(locker.rate()/raw.rate(), "locker/raw")
+	b.ReportMetric(handed.rate()/raw.rate(), "hand/raw")
+	b.ReportMetric(locker.rate()/handed.rate(), "locker/hand")
 	if !raw.cpuBad && !locker.cpuBad && !handed.cpuBad {
 		perCycle := func(t tally) float64 { return float64(t.cpu.Microseconds()) / float64(t.cycles) }
 		busy := func(t tally) float64 { return 100 * t.cpu.Seconds() / t.elapsed.Seconds() / float64(runtime.NumCPU()) }
@@ -135,6 +96,95 @@ func BenchmarkLockerThroughput(b *testing.B) {
 		b.ReportMetric(busy(raw), "raw4-busy-%")
 		b.ReportMetric(busy(locker), "locker64-busy-%")
 		b.ReportMetric(perCycle(raw)/perCycle(locker), "raw/locker-cpu")
+	}
+}
+
+// BenchmarkBatchingCeiling measures what batching can reach on this
+// machine, whatever the client: BenchmarkLockerThroughput's load (64
+// goroutines, each locking and unlocking its own key) through hand-written
+// batchers that keep no state, against the same raw baseline (4
+// goroutines, each on its own connection). hand1 is the handBatcher on one
+// connection; hand2 two of them, on two connections, each serving half the
+// goroutines; pipelined one connection with up to two batches at the
+// server at once. The Locker batches on one session and does not
+// pipeline: these show why.
+func BenchmarkBatchingCeiling(b *testing.B) {
+	dsn := pgtest.NewDatabase(b)
+	conns := make([]*pgx.Conn, 4)
+	for i := range conns {
+		conns[i] = pgtest.Connect(b, dsn)
+	}
+	one := startHandBatcher(pgtest.Connect(b, dsn))
+	two := []*handBatcher{startHandBatcher(pgtest.Connect(b, dsn)), startHandBatcher(pgtest.Connect(b, dsn))}
+	piped := startPipelinedBatcher(pgtest.Connect(b, dsn))
+	ops := newHandOps(64)
+	var raw, hand1, hand2, pipelined tally
+	for b.Loop() {
+		raw.window(b, 4, rawCycle(conns))
+		hand1.window(b, 64, one.cycles(ops, 2000))
+		hand2.window(b, 64, func(w int) error { return two[w%2].cycle(ops[w], int64(3000+w)) })
+		pipelined.window(b, 64, piped.cycles(ops, 4000))
+	}
+	b.StopTimer()
+	for _, h := range append(two, one, piped) {
+		if err := h.stop(); err != nil {
+			b.Error(err)
+		}
+	}
+	b.ReportMetric(raw.rate(), "raw4-cycles/s")
+	b.ReportMetric(hand1.rate()/raw.rate(), "hand1/raw")
+	b.ReportMetric(hand2.rate()/raw.rate(), "hand2/raw")
+	b.ReportMetric(pipelined.rate()/raw.rate(), "pipelined/raw")
+}
+
+// tally is what the windows of one load add up to.
+type tally struct {
+	cycles       int64
+	elapsed, cpu time.Duration
+	cpuBad       bool // a reading failed
+}
+
+// window runs cycle on workers goroutines (w is the goroutine's number)
+// for 300 ms, and adds the cycles, the time and the CPU (this process and
+// the server) to t.
+func (t *tally) window(b *testing.B, workers int, cycle func(w int) error) {
+	var n atomic.Int64
+	client0, server0, ok0 := pgtest.CPU()
+	start := time.Now()
+	stop := start.Add(300 * time.Millisecond)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for time.Now().Before(stop) {
+				if err := cycle(w); err != nil {
+					b.Error(err)
+					return
+				}
+				n.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	client1, server1, ok1 := pgtest.CPU()
+	t.cycles += n.Load()
+	t.elapsed += time.Since(start)
+	t.cpu += client1 - client0 + server1 - server0
+	t.cpuBad = t.cpuBad || !ok0 || !ok1
+}
+
+// rate is the cycles a second.
+func (t tally) rate() float64 { return float64(t.cycles) / t.elapsed.Seconds() }
+
+// rawCycle is the raw baseline's cycle: pg_advisory_lock and
+// pg_advisory_unlock by hand, goroutine w on conns[w] with key w.
+func rawCycle(conns []*pgx.Conn) func(w int) error {
+	ctx := context.Background()
+	return func(w int) error {
+		if _, err := conns[w].Exec(ctx, "select pg_advisory_lock($1)", int64(w)); err != nil {
+			return err
+		}
+		_, err := conns[w].Exec(ctx, "select pg_advisory_unlock($1)", int64(w))
+		return err
 	}
 }
 
