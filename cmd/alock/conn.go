@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"strings"
 	"time"
@@ -26,7 +25,8 @@ const defaultConnectTimeout = 15 * time.Second
 
 // connConfig returns the connection configuration from dsn, else from
 // DATABASE_URL, else from the PG* variables, as libpq reads them, or
-// errNoDatabase if none is set. Its errors never show a password.
+// errNoDatabase if none is set; a malformed one is a usage error. Its
+// errors never show a password.
 func connConfig(dsn string) (*pgx.ConnConfig, error) {
 	if dsn == "" {
 		dsn = os.Getenv("DATABASE_URL")
@@ -36,7 +36,7 @@ func connConfig(dsn string) (*pgx.ConnConfig, error) {
 	}
 	cfg, err := pgx.ParseConfig(dsn) // pgx redacts passwords in its errors
 	if err != nil {
-		return nil, fmt.Errorf("alock: bad connection string: %w", err)
+		return nil, usagef("bad connection string: %w", err)
 	}
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = defaultConnectTimeout

@@ -78,7 +78,7 @@ type demo struct {
 	observer *pgx.Conn
 	a, b, c  *session
 	names    map[alock.ID]alock.ID // Key(NameKey(n)) -> Name(n), for display
-	dsn      string                // for the Locker's sessions
+	cfg      *pgx.ConnConfig       // for the Locker's sessions
 	held     []*alock.Lock         // locks still held when a step ends
 }
 
@@ -86,7 +86,11 @@ type demo struct {
 // the narration to out. It closes its connections before returning, which
 // ends any lock still held if a step failed.
 func runDemo(ctx context.Context, out io.Writer, dsn string) error {
-	d, err := connectDemo(ctx, out, dsn)
+	cfg, err := connConfig(dsn)
+	if err != nil {
+		return err
+	}
+	d, err := connectDemo(ctx, out, cfg)
 	if err != nil {
 		return err
 	}
@@ -103,18 +107,18 @@ func runDemo(ctx context.Context, out io.Writer, dsn string) error {
 }
 
 // connectDemo opens the observer and the three sessions A, B and C.
-func connectDemo(ctx context.Context, out io.Writer, dsn string) (*demo, error) {
+func connectDemo(ctx context.Context, out io.Writer, cfg *pgx.ConnConfig) (*demo, error) {
 	conns := make([]*pgx.Conn, 0, 4)
 	for range 4 {
-		c, err := pgx.Connect(ctx, dsn)
+		c, err := pgx.ConnectConfig(ctx, cfg)
 		if err != nil {
 			closeConns(conns)
-			return nil, fmt.Errorf("alock: demo: connect: %w", err)
+			return nil, relabel("alock: demo: connect: ", err)
 		}
 		conns = append(conns, c)
 	}
 	return &demo{
-		dsn:      dsn,
+		cfg:      cfg,
 		out:      out,
 		observer: conns[0],
 		a:        &session{"A", conns[1]},

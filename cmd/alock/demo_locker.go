@@ -14,10 +14,10 @@ import (
 // one lock through at most 2 database sessions, and pg_stat_activity shows
 // no more.
 func (d *demo) stepLocker(ctx context.Context) error {
-	d.heading("Step 5: a Locker: 200 goroutines, one lock, 2 sessions")
+	d.heading("Step 5: a Locker: 200 goroutines, one lock, at most 2 sessions")
 	d.say("locker := alock.NewLocker(ctx, dsn, &alock.LockerOptions{MaxSessions: 2})")
 	d.say(`200 goroutines each run locker.NewExclusive(alock.Name("account/42")).Do(ctx, fn).`)
-	locker, err := alock.NewLocker(ctx, d.dsn, &alock.LockerOptions{MaxSessions: 2})
+	locker, err := alock.NewLockerConfig(ctx, d.cfg, &alock.LockerOptions{MaxSessions: 2})
 	if err != nil {
 		return fmt.Errorf("alock: demo: locker: %w", err)
 	}

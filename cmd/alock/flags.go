@@ -5,6 +5,7 @@ import (
 	"flag"
 	"io"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -83,6 +84,20 @@ func dsnFlag(fs *flag.FlagSet) *string {
 	return fs.String("dsn", "", "connection string")
 }
 
+// exitStatusFlag is a flag.Value for an exit status, 0 to 255.
+type exitStatusFlag int
+
+func (f *exitStatusFlag) String() string { return strconv.Itoa(int(*f)) }
+
+func (f *exitStatusFlag) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || n > 255 {
+		return errors.New("an exit status is 0 to 255")
+	}
+	*f = exitStatusFlag(n)
+	return nil
+}
+
 // durationFlag is a flag.Value for a duration that must not be negative.
 type durationFlag struct {
 	d   time.Duration
@@ -94,7 +109,7 @@ func (f *durationFlag) String() string { return f.d.String() }
 func (f *durationFlag) Set(s string) error {
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		return errors.New("not a duration (e.g. 500ms, 30s, 2m)")
+		return errors.New("not a duration of at most 2562047h (e.g. 500ms, 30s, 2m)")
 	}
 	if d < 0 {
 		return errors.New("negative duration")

@@ -28,8 +28,9 @@ Run 'alock help SUBCOMMAND' for details and examples.
 
 const runUsage = `Usage: alock run [flags] ID... -- COMMAND [ARGS...]
 
-Takes every ID (all or none) on one database session, runs COMMAND with
-inherited stdin, stdout and stderr, and releases the ids when it ends.
+Takes every ID (all or none, 64 distinct ids at most) on one database
+session, runs COMMAND with inherited stdin, stdout and stderr, and releases
+the ids when it ends.
 
 Flags:
   -s, --share              take share locks (default exclusive)
@@ -52,8 +53,10 @@ forwarded to the whole group. A signal while alock waits for the lock stops
 the wait.
 COMMAND's environment adds:
   ALOCK_HELD=1
-  ALOCK_IDS             the ids as given, separated by spaces (an ID that has
-                        spaces or quotes is written as a quoted Go string)
+  ALOCK_IDS             the ids as given, separated by spaces; an ID that is
+                        empty or has a space, a quote, a backslash or anything
+                        outside printable ASCII is written as a quoted Go
+                        string (non-ASCII as \u escapes)
   ALOCK_FENCING_TOKEN   the token, with --fencing
 The session's application_name is "alock run " and the ids (63 bytes at most),
 which alock ls and pg_stat_activity show.
@@ -73,7 +76,7 @@ Exit status:
 Examples:
   alock run name:nightly-report -- ./report.sh
   alock run -n name:deploy -- make deploy          # exits 75 if a deploy runs
-  alock run -w 30s -E 0 42 -- ./cleanup            # give up quietly after 30 s
+  alock run -w 30s -E 0 42 -- ./cleanup            # after 30 s, say who holds it and exit 0
   alock run -s 7 -- ./reader & alock run -s 7 -- ./reader   # both run at once
   alock run --fencing name:leader -- sh -c 'exec ./job --token "$ALOCK_FENCING_TOKEN"'
 `
@@ -108,7 +111,8 @@ JSON schema (fields are never removed; null where unknown or hidden):
               "application_name": string | null, "user": string | null,
               "client_addr": string | null (null: unix socket or hidden),
               "session_start": time | null, "visible": bool (false: hidden fields),
-              "blocked_by": [int] (waiters only; [] for holders)}],
+              "blocked_by": [int] (waiters only; [] for holders;
+                                   0: a prepared transaction)}],
    "notes": [string]}
 
 Exit status: 0 success, 1 failure, 2 usage error or no database.

@@ -64,6 +64,21 @@ func joinIDArgs(args []string) string {
 	return strings.Join(parts, " ")
 }
 
+// distinctIDs counts the server locks ids name: ids that name one lock
+// (Name("x") and Key(NameKey("x")), or one given twice) count once.
+func distinctIDs(ids []alock.ID) int {
+	type lockTag struct {
+		classID, objID uint32
+		objSubID       uint16
+	}
+	seen := make(map[lockTag]bool, len(ids))
+	for _, id := range ids {
+		c, o, s := id.LockTag()
+		seen[lockTag{c, o, s}] = true
+	}
+	return len(seen)
+}
+
 // plainArg reports whether a needs no quoting in joinIDArgs.
 func plainArg(a string) bool {
 	if a == "" {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgalock/alock"
 	"github.com/pgalock/alock/internal/pgtest"
 )
 
@@ -29,6 +30,11 @@ func testBadInput(t *testing.T, bin string) {
 		{[]string{"run", "1", "--"}, exitUsage, "want a COMMAND after --"},
 		{[]string{"run", "-w", "soon", "1", "--", "true"}, exitUsage, `invalid value "soon" for flag -w`},
 		{[]string{"run", "-E", "300", "1", "--", "true"}, exitUsage, "an exit status is 0 to 255"},
+		{[]string{"run", "-E", "x", "1", "--", "true"}, exitUsage, "an exit status is 0 to 255"},
+		{[]string{"run", "-w", "9999999999h", "1", "--", "true"}, exitUsage, "not a duration of at most 2562047h"},
+		{[]string{"run", "-n", "-w", "5s", "1", "--", "true"}, exitUsage, "-n and -w both say how long to wait"},
+		{append(append([]string{"run"}, manyIDs(alock.MaxIDs+1)...), "--", "true"), exitUsage,
+			"65 distinct ids: a lock has at most 64"},
 		{[]string{"ls", "--json", "--dot"}, exitUsage, "exclude each other"},
 		{[]string{"ls", "nope"}, exitUsage, `malformed ID "nope"`},
 		{[]string{"key"}, exitUsage, "want at least one NAME"},
@@ -42,17 +48,21 @@ func testBadInput(t *testing.T, bin string) {
 		}
 	}
 
-	// Unreachable server; the password never shows.
+	// Unreachable server: one line (pgx gives each attempt a line of its
+	// own, and sslmode=prefer tries twice), and the password never shows.
 	unreachable := "postgres://bob:sekrit@127.0.0.1:1/db?connect_timeout=2"
 	for _, args := range [][]string{{"run", "--dsn", unreachable, "1", "--", "true"}, {"ls", "--dsn", unreachable}} {
 		r := c.run(t, args...)
-		r.expect(t, args[0]+" unreachable", exitError, "alock: connect: ")
+		r.expect(t, args[0]+" unreachable", exitError, "alock: connect: ", "connection refused")
 		if strings.Contains(r.stderr+r.stdout, "sekrit") {
 			t.Errorf("alock %s printed the password: %q", args[0], r.stderr)
 		}
+		if strings.Count(r.stderr, "\n") != 1 {
+			t.Errorf("alock %s unreachable: want one line, got %q", args[0], r.stderr)
+		}
 	}
 	r := c.run(t, "ls", "--dsn", "postgres://bob:sekrit@[bad")
-	r.expect(t, "bad dsn", exitError, "alock: bad connection string")
+	r.expect(t, "bad dsn", exitUsage, "alock ls: bad connection string")
 	if strings.Contains(r.stderr, "sekrit") {
 		t.Errorf("alock ls printed the password: %q", r.stderr)
 	}
@@ -67,6 +77,15 @@ func testBadInput(t *testing.T, bin string) {
 		}
 	}
 	none.run(t, "key", "x").expect(t, "key needs no database", 0)
+}
+
+// manyIDs returns n distinct ids as arguments: 1, 2, ...
+func manyIDs(n int) []string {
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = strconv.Itoa(i + 1)
+	}
+	return ids
 }
 
 func testHelp(t *testing.T, bin string) {

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strconv"
 	"strings"
 )
 
@@ -20,7 +19,7 @@ func (s *snapshot) writeDot(w io.Writer) error {
 	}
 	for _, r := range s.rows {
 		for _, p := range r.blockedBy {
-			fmt.Fprintf(&b, "  %s -> %s [label=%s];\n", dotQuote(r.pidText()), dotQuote(strconv.Itoa(int(p))),
+			fmt.Fprintf(&b, "  %s -> %s [label=%s];\n", dotQuote(r.pidText()), dotQuote(blockerText(p)),
 				dotQuote(fmt.Sprintf("%s %s, waiting %s", displayID(r), r.mode, s.age(&r))))
 		}
 	}
@@ -40,7 +39,7 @@ func (s *snapshot) dotNodes() []dotNode {
 	add := func(key, line string) {
 		if _, ok := labels[key]; !ok {
 			order = append(order, key)
-			labels[key] = []string{"pid " + key}
+			labels[key] = []string{holderText(key)}
 		}
 		if line != "" {
 			labels[key] = append(labels[key], line)
@@ -55,7 +54,7 @@ func (s *snapshot) dotNodes() []dotNode {
 			add(r.pidText(), fmt.Sprintf("holds %s %s", displayID(r), r.mode))
 		}
 		for _, p := range r.blockedBy {
-			add(strconv.Itoa(int(p)), "")
+			add(blockerText(p), "")
 		}
 	}
 	nodes := make([]dotNode, len(order))

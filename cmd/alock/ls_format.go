@@ -62,9 +62,31 @@ func formatAge(d time.Duration) string {
 // pidText returns the pid, or "prepared" for a prepared transaction.
 func (r *lockInfo) pidText() string {
 	if r.pid == nil {
-		return "prepared"
+		return prepared
 	}
 	return strconv.Itoa(int(*r.pid))
+}
+
+// prepared stands for a prepared transaction where a pid would be: it has
+// no session.
+const prepared = "prepared"
+
+// blockerText returns a pid of pg_blocking_pids as pidText would: there, 0
+// is a prepared transaction.
+func blockerText(p int32) string {
+	if p == 0 {
+		return prepared
+	}
+	return strconv.Itoa(int(p))
+}
+
+// holderText names a session by the text of its pid (see pidText): "pid
+// 42", or "a prepared transaction".
+func holderText(pid string) string {
+	if pid == prepared {
+		return "a prepared transaction"
+	}
+	return "pid " + pid
 }
 
 // clientText returns the client address, "local" for a unix socket, or
@@ -89,14 +111,15 @@ func orDash(s string) string {
 	return s
 }
 
-// joinPIDs joins pids with sep, or returns "-" if there are none.
+// joinPIDs joins pids (as blockerText shows them) with sep, or returns "-"
+// if there are none.
 func joinPIDs(pids []int32, sep string) string {
 	if len(pids) == 0 {
 		return "-"
 	}
 	parts := make([]string, len(pids))
 	for i, p := range pids {
-		parts[i] = strconv.Itoa(int(p))
+		parts[i] = blockerText(p)
 	}
 	return strings.Join(parts, sep)
 }

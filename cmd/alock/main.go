@@ -21,6 +21,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 )
@@ -133,14 +134,34 @@ func exitStatus(ctx context.Context, sub string, err error, stdout, stderr io.Wr
 		fmt.Fprintf(stderr, "alock %s: %v\nRun 'alock help %s' for usage.\n", sub, ue.err, sub)
 		return exitUsage
 	case ctx.Err() != nil:
-		first, _, _ := strings.Cut(err.Error(), "\n")
-		fmt.Fprintf(stderr, "alock: interrupted (%s)\n", strings.TrimPrefix(first, "alock: "))
+		fmt.Fprintf(stderr, "alock: interrupted (%s)\n", strings.TrimPrefix(oneLine(err.Error()), "alock: "))
 		return exitError
 	}
-	msg := err.Error()
+	msg := oneLine(err.Error())
 	if !strings.HasPrefix(msg, "alock: ") {
 		msg = "alock: " + msg
 	}
 	fmt.Fprintln(stderr, msg)
 	return exitError
+}
+
+// oneLine makes an error message one line: the lines of a multi-line one
+// (pgx gives each connection attempt a line, and sslmode=prefer tries each
+// address twice) are joined, each distinct line once, and the "alock: " of
+// errors wrapped inside others is dropped.
+func oneLine(msg string) string {
+	var lines []string
+	for line := range strings.SplitSeq(msg, "\n") {
+		if line = strings.TrimSpace(line); line != "" && !slices.Contains(lines, line) {
+			lines = append(lines, line)
+		}
+	}
+	if len(lines) == 0 {
+		return ""
+	}
+	joined := lines[0]
+	if len(lines) > 1 {
+		joined += " " + strings.Join(lines[1:], "; ")
+	}
+	return strings.ReplaceAll(joined, ": alock: ", ": ")
 }

@@ -17,7 +17,7 @@ import (
 type runOptions struct {
 	share, noWait bool
 	wait          durationFlag // unset: wait as long as it takes
-	conflictCode  int
+	conflictCode  exitStatusFlag
 	grace         durationFlag
 	fencing       bool
 	dsn           string
@@ -36,7 +36,7 @@ var forwardedSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGH
 
 // parseRunArgs parses `alock run [flags] ID... -- COMMAND [ARGS...]`.
 func parseRunArgs(args []string) (*runOptions, error) {
-	o := &runOptions{grace: durationFlag{d: defaultGrace}}
+	o := &runOptions{grace: durationFlag{d: defaultGrace}, conflictCode: exitConflict}
 	fs := newFlagSet("run")
 	for _, name := range []string{"s", "share"} {
 		fs.BoolVar(&o.share, name, false, "take share locks")
@@ -48,7 +48,7 @@ func parseRunArgs(args []string) (*runOptions, error) {
 		fs.Var(&o.wait, name, "longest wait")
 	}
 	for _, name := range []string{"E", "conflict-exit-code"} {
-		fs.IntVar(&o.conflictCode, name, exitConflict, "exit status on conflict")
+		fs.Var(&o.conflictCode, name, "exit status on conflict")
 	}
 	fs.Var(&o.grace, "grace", "time between SIGTERM and SIGKILL after a loss")
 	fs.BoolVar(&o.fencing, "fencing", false, "draw a fencing token")
@@ -77,11 +77,16 @@ func (o *runOptions) check(sawSeparator bool) error {
 		return usagef("missing -- between the ids and COMMAND")
 	case len(o.command) == 0:
 		return usagef("want a COMMAND after --")
-	case o.conflictCode < 0 || o.conflictCode > 255:
-		return usagef("invalid value %d for -E: an exit status is 0 to 255", o.conflictCode)
+	case o.noWait && o.wait.set:
+		return usagef("-n and -w both say how long to wait: give one")
 	}
-	o.ids, err = parseIDs(o.idArgs)
-	return err
+	if o.ids, err = parseIDs(o.idArgs); err != nil {
+		return err
+	}
+	if n := distinctIDs(o.ids); n > alock.MaxIDs {
+		return usagef("%d distinct ids: a lock has at most %d", n, alock.MaxIDs)
+	}
+	return nil
 }
 
 // runCommand runs `alock run`: it takes the ids on a Session, runs COMMAND

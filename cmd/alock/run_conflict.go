@@ -55,7 +55,7 @@ func conflictLine(ctx context.Context, cfg *pgx.ConnConfig, o *runOptions, lock 
 // and since when its session exists.
 func (s *snapshot) holder(r lockInfo) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s %s by pid %s", displayID(r), r.mode, r.pidText())
+	fmt.Fprintf(&b, "%s %s by %s", displayID(r), r.mode, holderText(r.pidText()))
 	var details []string
 	if r.app != nil && *r.app != "" {
 		details = append(details, "application_name "+strconv.Quote(*r.app))
