@@ -20,9 +20,10 @@ import (
 // its locks, and the server would keep them. It chains cfg.AfterRelease
 // (the previous hook still runs for connections that hold nothing), and
 // logs each such connection at Warn on logger (nil for none), naming the
-// Locks and the file:line of their Acquire. Call it before
-// pgxpool.NewWithConfig. From then on, Acquire records its caller for Locks
-// on plain connections (one runtime.Caller per first acquisition).
+// Locks and the file:line of the program's call that took them (Acquire,
+// TryAcquire or Do). Call it before pgxpool.NewWithConfig. From then on,
+// the first acquisition of a Lock on a plain connection records its caller
+// (one runtime.Callers).
 func GuardPool(cfg *pgxpool.Config, logger *slog.Logger) {
 	poolGuards.Add(1)
 	next := cfg.AfterRelease
@@ -55,9 +56,9 @@ type sites struct {
 	m  map[*pgx.Conn]map[*Lock]string
 }
 
-// note records l's acquisition site (the caller of the Lock method that
-// calls note) if it is not recorded yet, or forgets it if l is not held.
-// Without GuardPool it costs one atomic load.
+// note records l's acquisition site (see callerSite) if it is not recorded
+// yet, or forgets it if l is not held. Without GuardPool it costs one
+// atomic load.
 func (s *sites) note(l *Lock, held bool) {
 	if poolGuards.Load() == 0 {
 		return
@@ -76,15 +77,37 @@ func (s *sites) note(l *Lock, held bool) {
 	if _, ok := byLock[l]; ok {
 		return
 	}
-	site := "unknown"
-	if _, file, line, ok := runtime.Caller(2); ok {
-		site = fmt.Sprintf("%s:%d", file, line)
-	}
+	site := callerSite()
 	if byLock == nil {
 		byLock = make(map[*Lock]string)
 		s.m[c] = byLock
 	}
 	byLock[l] = site
+}
+
+// callerSite returns the file:line of the first caller outside alock's
+// packages: the program's call that took the Lock, whether Acquire,
+// TryAcquire or Do (whose acquisition runs a few calls deeper).
+func callerSite() string {
+	var pcs [32]uintptr
+	frames := runtime.CallersFrames(pcs[:runtime.Callers(2, pcs[:])])
+	for {
+		f, more := frames.Next()
+		if !inAlock(f.Function) {
+			return fmt.Sprintf("%s:%d", f.File, f.Line)
+		}
+		if !more {
+			return "unknown"
+		}
+	}
+}
+
+// inAlock reports whether the function named fn (as runtime.Frame gives
+// it) is alock's own: of this package or one below it. A program's package
+// alock_test or main is not.
+func inAlock(fn string) bool {
+	rest, ok := strings.CutPrefix(fn, "github.com/pgalock/alock")
+	return ok && (strings.HasPrefix(rest, ".") || strings.HasPrefix(rest, "/"))
 }
 
 // of describes the Locks held on c and where they were acquired.

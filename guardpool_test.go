@@ -75,3 +75,50 @@ func TestGuardPool(t *testing.T) {
 		t.Fatalf("log does not name the Lock and its Acquire site:\n%s", out)
 	}
 }
+
+// TestGuardPoolNamesTheSiteOfDo: for a Lock taken by Do, the log names the
+// program's Do call, not the library's Acquire inside it.
+func TestGuardPoolNamesTheSiteOfDo(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = 1
+	var mu sync.Mutex
+	var logged strings.Builder
+	log := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return logged.String()
+	}
+	logger := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logged.Write(p)
+	}), nil))
+	alock.GuardPool(cfg, logger)
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	pc, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := alock.NewExclusive(pc.Conn(), alock.Key(7))
+	_ = l.Do(ctx, func(context.Context) error { // its release fails: the connection is gone
+		pc.Release() // given back while held
+		// Until the pool has closed the connection (it does in a goroutine
+		// of its own, then counts it gone), the Do's release must not
+		// touch it.
+		pgtest.WaitFor(t, "the connection destroyed", func() bool { return pool.Stat().TotalConns() == 0 })
+		return nil
+	})
+	if out := log(); !strings.Contains(out, "guardpool_test.go:") {
+		t.Fatalf("log does not name the Do call's site:\n%s", out)
+	}
+}
