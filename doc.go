@@ -84,13 +84,13 @@
 // matter, not their readings; the kernel's timers fire late, never early.
 //
 // With the defaults, after a silent cut: the holder is told within 10 s
-// (+ the 250 ms tick); another process can take its locks within S + 1 s
-// of the last exchange, at most KeepaliveInterval + S + 1 s = 20 s after
+// (+ the 250 ms tick); another process can take its locks within S + 2 s
+// of the last exchange, at most KeepaliveInterval + S + 2 s = 21 s after
 // the cut. A backend waiting for a lock whose client vanished leaves the
 // queue within S + 2 s (client_connection_check_interval, PostgreSQL 14 and
 // later); if the lock is granted to it first, the server sends the grant and
 // ends the session when it stays unacknowledged for S, so the dead waiter
-// holds it at most 2S + 1 s after the cut (29 s). Then no fencing is needed
+// holds it at most 2S + 2 s after the cut (30 s). Then no fencing is needed
 // against a partitioned holder, only against a paused one (a process
 // stopped, a VM frozen: its kernel still answers). The order needs Linux on
 // both sides (TCP_USER_TIMEOUT and TCP_INFO); over a unix socket none of

@@ -21,6 +21,7 @@ import (
 type ID struct {
 	classID, objID uint32 // pg_locks' classid and objid
 	pair           bool   // objsubid 2 (a Pair), else 1 (a Key): so the zero ID is Key(0)
+	named          bool   // made by Name (whose name may be "")
 	name           string // set by Name, for String
 }
 
@@ -40,7 +41,7 @@ func Pair(k1, k2 int32) ID { return fromTag(core.PairTag(k1, k2)) }
 // Key(NameKey(name)) but not ==: it keeps name for String.
 func Name(name string) ID {
 	id := Key(NameKey(name))
-	id.name = name
+	id.named, id.name = true, name
 	return id
 }
 
@@ -53,7 +54,7 @@ func (id ID) Equal(other ID) bool { return id.tag() == other.tag() }
 // Name("jobs").
 func (id ID) String() string {
 	switch {
-	case id.name != "":
+	case id.named:
 		return "Name(" + strconv.Quote(id.name) + ")"
 	case id.pair:
 		k1, k2 := id.tag().Pair()

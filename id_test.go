@@ -63,3 +63,15 @@ func TestIDsNamingOneLockAreOneHold(t *testing.T) {
 		t.Error("Release after the locks were unlocked behind its back: nil error")
 	}
 }
+
+// TestEmptyNameIsAName: Name("") keeps its name as any Name does: not ==
+// to Key(NameKey("")), though Equal, and String says Name("").
+func TestEmptyNameIsAName(t *testing.T) {
+	n, k := alock.Name(""), alock.Key(alock.NameKey(""))
+	if n == k || !n.Equal(k) {
+		t.Errorf("Name(\"\") == Key(NameKey(\"\")): %v, Equal: %v; want false and true", n == k, n.Equal(k))
+	}
+	if got := n.String(); got != `Name("")` {
+		t.Errorf("Name(\"\").String() = %s, want Name(\"\")", got)
+	}
+}

@@ -255,7 +255,7 @@ func TestPartitionHolder(t *testing.T) {
 }
 
 // TestPartitionHolderDefaults is the same with the default options: the
-// holder is told within 10 s, the lock is free within 30 s.
+// holder is told within 10 s, the lock is free within 21 s.
 func TestPartitionHolderDefaults(t *testing.T) {
 	t.Parallel()
 	holderCut(t, netns.Both, false)

@@ -37,9 +37,11 @@ import (
 // Because an interrupted wait starts again, the server detects a deadlock
 // (after deadlock_timeout of uninterrupted waiting) only while the Session
 // has no other traffic. A Lock that retries with try-locks is invisible to
-// the server's detection, so about every second it asks the server whether
-// a session that holds what it wants waits, directly or not, for this
-// session, and after two such answers in a row it fails with ErrDeadlock.
+// the server's detection, so every 4 polls (polls come every 5 to 200 ms,
+// backing off: the first check within about 75 ms, later ones at most 0.8 s
+// apart) it asks the server whether a session that holds what it wants
+// waits, directly or not, for this session, and after two such answers in
+// a row it fails with ErrDeadlock.
 // A waiter that retries with try-locks can also be overtaken by sessions
 // that queue on the server.
 //
