@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // errNoDatabase says that no database is configured; it exits with
@@ -34,14 +35,32 @@ func connConfig(dsn string) (*pgx.ConnConfig, error) {
 	if dsn == "" && !anyEnv(pgEnv) {
 		return nil, errNoDatabase
 	}
-	cfg, err := pgx.ParseConfig(dsn) // pgx redacts passwords in its errors
+	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
-		return nil, usagef("bad connection string: %w", err)
+		return nil, usageError{badConnString(err)}
 	}
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = defaultConnectTimeout
 	}
 	return cfg, nil
+}
+
+// badConnString says why a connection string could not be parsed, without
+// the string: pgx quotes it, and its redaction of the password is best
+// effort (it misses "password = x", for one).
+func badConnString(err error) error {
+	msg := err.Error()
+	var pce *pgconn.ParseConfigError
+	if errors.As(err, &pce) {
+		// "cannot parse `STRING`: why": the last "`: " is past the string,
+		// whatever it holds.
+		if i := strings.LastIndex(msg, "`: "); i >= 0 {
+			msg = msg[i+len("`: "):]
+		} else {
+			msg = "malformed"
+		}
+	}
+	return &labelledError{"bad connection string (not shown: it may hold a password): " + msg, err}
 }
 
 // anyEnv reports whether any of the environment variables names is set and

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,7 +18,7 @@ func (d *demo) stepLocker(ctx context.Context) error {
 	d.say(`200 goroutines each run locker.NewExclusive(alock.Name("account/42")).Do(ctx, fn).`)
 	locker, err := alock.NewLockerConfig(ctx, d.cfg, &alock.LockerOptions{MaxSessions: 2})
 	if err != nil {
-		return fmt.Errorf("alock: demo: locker: %w", err)
+		return relabel("alock: demo: locker: ", err)
 	}
 	defer locker.Close(context.WithoutCancel(ctx))
 	var inside, overlaps, most atomic.Int32

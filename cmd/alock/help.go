@@ -34,7 +34,8 @@ the ids when it ends.
 
 Flags:
   -s, --share              take share locks (default exclusive)
-  -n, --no-wait            fail at once if an ID is held elsewhere (as -w 0)
+  -n, --no-wait            fail at once if an ID is held elsewhere (as -w 0;
+                           not with -w)
   -w, --wait DURATION      wait at most DURATION for the lock (500ms, 30s, 2m;
                            0 = do not wait; default: wait as long as it takes)
   -E, --conflict-exit-code N
@@ -53,8 +54,8 @@ forwarded to the whole group. A signal while alock waits for the lock stops
 the wait.
 COMMAND's environment adds:
   ALOCK_HELD=1
-  ALOCK_IDS             the ids as given, separated by spaces; an ID that is
-                        empty or has a space, a quote, a backslash or anything
+  ALOCK_IDS             the ids as given, separated by spaces; an ID that has
+                        a space, a double quote, a backslash or anything
                         outside printable ASCII is written as a quoted Go
                         string (non-ASCII as \u escapes)
   ALOCK_FENCING_TOKEN   the token, with --fencing
@@ -98,6 +99,7 @@ alock ls shows them as "?" and says so.
 Flags:
   --json   one JSON object (schema below)
   --dot    a Graphviz wait-for graph: an edge from each waiter to each blocker
+           (prepared transactions, which have no pid, share one node)
   --dsn    connection string (default $DATABASE_URL, then PG*)
 
 JSON schema (fields are never removed; null where unknown or hidden):

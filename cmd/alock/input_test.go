@@ -48,6 +48,11 @@ func testBadInput(t *testing.T, bin string) {
 		}
 	}
 
+	// 66 arguments, 64 distinct ids: a repeat and a name given as its key
+	// count once, as the library counts them.
+	ids := append(manyIDs(63), "name:x", strconv.FormatInt(alock.NameKey("x"), 10), "1")
+	c.run(t, append(append([]string{"run"}, ids...), "--", "true")...).expect(t, "64 distinct ids in 66 arguments", 0)
+
 	// Unreachable server: one line (pgx gives each attempt a line of its
 	// own, and sslmode=prefer tries twice), and the password never shows.
 	unreachable := "postgres://bob:sekrit@127.0.0.1:1/db?connect_timeout=2"

@@ -126,11 +126,11 @@ func joinPIDs(pids []int32, sep string) string {
 
 // notes says what the snapshot could not show.
 func (s *snapshot) notes() []string {
-	var hidden, gone, prepared int
+	var hidden, gone, nPrepared int
 	for _, r := range s.rows {
 		switch {
 		case r.pid == nil:
-			prepared++
+			nPrepared++
 		case !r.inActivity:
 			gone++
 		case !r.visible():
@@ -145,8 +145,8 @@ func (s *snapshot) notes() []string {
 	if gone > 0 {
 		notes = append(notes, fmt.Sprintf("%d row(s) belong to sessions that ended while alock ls looked", gone))
 	}
-	if prepared > 0 {
-		notes = append(notes, fmt.Sprintf("%d row(s) are held by prepared transactions, which have no session", prepared))
+	if nPrepared > 0 {
+		notes = append(notes, fmt.Sprintf("%d row(s) are held by prepared transactions, which have no session", nPrepared))
 	}
 	return notes
 }

@@ -21,7 +21,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"slices"
 	"strings"
 	"syscall"
 )
@@ -131,7 +130,7 @@ func exitStatus(ctx context.Context, sub string, err error, stdout, stderr io.Wr
 		fmt.Fprintln(stderr, err)
 		return exitUsage
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "alock %s: %v\nRun 'alock help %s' for usage.\n", sub, ue.err, sub)
+		fmt.Fprintf(stderr, "alock %s: %s\nRun 'alock help %s' for usage.\n", sub, oneLine(ue.err.Error()), sub)
 		return exitUsage
 	case ctx.Err() != nil:
 		fmt.Fprintf(stderr, "alock: interrupted (%s)\n", strings.TrimPrefix(oneLine(err.Error()), "alock: "))
@@ -145,23 +144,26 @@ func exitStatus(ctx context.Context, sub string, err error, stdout, stderr io.Wr
 	return exitError
 }
 
-// oneLine makes an error message one line: the lines of a multi-line one
-// (pgx gives each connection attempt a line, and sslmode=prefer tries each
-// address twice) are joined, each distinct line once, and the "alock: " of
-// errors wrapped inside others is dropped.
+// oneLine makes a message one line: the lines of a multi-line one are
+// joined, after a space where a line ends in ':' (pgx's connect error lists
+// its attempts so) and after "; " elsewhere. A line that repeats the one
+// before is dropped (sslmode=prefer makes every attempt twice).
 func oneLine(msg string) string {
-	var lines []string
+	var b strings.Builder
+	prev := ""
 	for line := range strings.SplitSeq(msg, "\n") {
-		if line = strings.TrimSpace(line); line != "" && !slices.Contains(lines, line) {
-			lines = append(lines, line)
+		if line = strings.TrimSpace(line); line == "" || line == prev {
+			continue
 		}
+		switch {
+		case b.Len() == 0:
+		case strings.HasSuffix(prev, ":"):
+			b.WriteString(" ")
+		default:
+			b.WriteString("; ")
+		}
+		b.WriteString(line)
+		prev = line
 	}
-	if len(lines) == 0 {
-		return ""
-	}
-	joined := lines[0]
-	if len(lines) > 1 {
-		joined += " " + strings.Join(lines[1:], "; ")
-	}
-	return strings.ReplaceAll(joined, ": alock: ", ": ")
+	return b.String()
 }

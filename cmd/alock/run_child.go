@@ -88,7 +88,7 @@ func (c *child) status() int {
 func supervise(std stdio, o *runOptions, s *alock.Session, lock *alock.Lock, sigs <-chan os.Signal) error {
 	c, err := startChild(std, o, lock)
 	if err != nil {
-		fmt.Fprintf(std.err, "alock: run %s: %v\n", strconv.Quote(o.command[0]), err)
+		fmt.Fprintf(std.err, "alock: run %s: %s\n", strconv.Quote(o.command[0]), oneLine(err.Error()))
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
 			return exitCode(exitNotFound)
 		}
@@ -183,7 +183,7 @@ func lockDescription(o *runOptions) string {
 // sessionErr says why s ended, without the library's "alock: " prefixes.
 func sessionErr(s *alock.Session) string {
 	if err := s.Err(); err != nil {
-		return strings.ReplaceAll(err.Error(), "alock: ", "")
+		return oneLine(strings.ReplaceAll(err.Error(), "alock: ", ""))
 	}
 	return "the session ended"
 }

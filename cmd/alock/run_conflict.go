@@ -24,12 +24,12 @@ func conflictLine(ctx context.Context, cfg *pgx.ConnConfig, o *runOptions, lock 
 	prefix := fmt.Sprintf("alock: %s (%s) is held elsewhere", joinIDArgs(o.idArgs), lock.Mode())
 	conn, err := connect(ctx, cfg)
 	if err != nil {
-		return fmt.Sprintf("%s (could not see by whom: %v)", prefix, err)
+		return fmt.Sprintf("%s (could not see by whom: %s)", prefix, oneLine(err.Error()))
 	}
 	defer closeConn(conn)
 	snap, err := readLocks(ctx, conn, lock.IDs())
 	if err != nil {
-		return fmt.Sprintf("%s (could not see by whom: %v)", prefix, err)
+		return fmt.Sprintf("%s (could not see by whom: %s)", prefix, oneLine(err.Error()))
 	}
 	snap.addNames(nil)
 	var holders []string

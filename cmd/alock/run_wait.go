@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 
 	"github.com/jackc/pgx/v5"
@@ -95,5 +94,5 @@ func wrapAcquire(err error) error {
 	if err == nil || errors.Is(err, errConflict) {
 		return err
 	}
-	return fmt.Errorf("alock: take the lock: %w", err)
+	return relabel("alock: take the lock: ", err)
 }
