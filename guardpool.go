@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"runtime"
 	"strings"
 	"sync"
@@ -106,9 +107,13 @@ func callerSite() string {
 // it) is alock's own: of this package or one below it. A program's package
 // alock_test or main is not.
 func inAlock(fn string) bool {
-	rest, ok := strings.CutPrefix(fn, "github.com/pgalock/alock")
+	rest, ok := strings.CutPrefix(fn, alockPath)
 	return ok && (strings.HasPrefix(rest, ".") || strings.HasPrefix(rest, "/"))
 }
+
+// alockPath is this package's import path, as the program was built (a
+// fork's, or a vendored copy's).
+var alockPath = reflect.TypeFor[Lock]().PkgPath()
 
 // of describes the Locks held on c and where they were acquired.
 func (s *sites) of(c *pgx.Conn) string {

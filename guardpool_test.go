@@ -19,25 +19,7 @@ func TestGuardPool(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	ctx := context.Background()
-	cfg, err := pgxpool.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.MaxConns = 1
-	var mu sync.Mutex
-	var logged strings.Builder
-	logger := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		return logged.Write(p)
-	}), nil))
-	alock.GuardPool(cfg, logger)
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-
+	pool, logged := guardedPool(t, dsn)
 	pc, err := pool.Acquire(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -69,9 +51,7 @@ func TestGuardPool(t *testing.T) {
 	if got := pc.Conn().PgConn().PID(); got == pid {
 		t.Fatal("a connection given back holding a lock was reused")
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if out := logged.String(); !strings.Contains(out, `exclusive [Key(2) Name(\"jobs\")] acquired at`) || !strings.Contains(out, "guardpool_test.go:") {
+	if out := logged(); !strings.Contains(out, `exclusive [Key(2) Name(\"jobs\")] acquired at`) || !strings.Contains(out, "guardpool_test.go:") {
 		t.Fatalf("log does not name the Lock and its Acquire site:\n%s", out)
 	}
 }
@@ -80,31 +60,8 @@ func TestGuardPool(t *testing.T) {
 // program's Do call, not the library's Acquire inside it.
 func TestGuardPoolNamesTheSiteOfDo(t *testing.T) {
 	t.Parallel()
-	dsn := pgtest.NewDatabase(t)
 	ctx := context.Background()
-	cfg, err := pgxpool.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.MaxConns = 1
-	var mu sync.Mutex
-	var logged strings.Builder
-	log := func() string {
-		mu.Lock()
-		defer mu.Unlock()
-		return logged.String()
-	}
-	logger := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		return logged.Write(p)
-	}), nil))
-	alock.GuardPool(cfg, logger)
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool, log := guardedPool(t, pgtest.NewDatabase(t))
 	pc, err := pool.Acquire(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -120,5 +77,34 @@ func TestGuardPoolNamesTheSiteOfDo(t *testing.T) {
 	})
 	if out := log(); !strings.Contains(out, "guardpool_test.go:") {
 		t.Fatalf("log does not name the Do call's site:\n%s", out)
+	}
+}
+
+// guardedPool returns a pool of one connection to dsn under GuardPool, closed
+// when t ends, and a function that returns what GuardPool logged so far.
+func guardedPool(t *testing.T, dsn string) (*pgxpool.Pool, func() string) {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = 1
+	var mu sync.Mutex
+	var logged strings.Builder
+	logger := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logged.Write(p)
+	}), nil))
+	alock.GuardPool(cfg, logger)
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool, func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return logged.String()
 	}
 }
