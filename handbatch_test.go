@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"strings"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -21,6 +22,10 @@ type handBatcher struct {
 	ops  chan *handOp
 	quit chan struct{}
 	done chan error
+	dead chan struct{} // closed when the leader has returned, with err set
+	err  error
+
+	statements, sent atomic.Int64 // statements sent, and the operations in them
 }
 
 // handOp is one submitted try or unlock; ok says whether it succeeded.
@@ -39,16 +44,23 @@ func startHandBatcher(conn *pgx.Conn) *handBatcher {
 }
 
 // startPipelinedBatcher is startHandBatcher with up to two batches at the
-// server at once (a pgconn pipeline): the next batch is sent before the
-// previous one's result is read, so the server never waits for the
-// client between batches. BenchmarkBatchingCeiling compares the two.
+// server at once (a pgconn pipeline): whatever was submitted is sent as
+// soon as fewer than two statements are at the server, before the older
+// one's result is read, so the server need not wait for the client
+// between batches (only when nothing was submitted meanwhile).
+// BenchmarkBatchingCeiling compares the two.
 func startPipelinedBatcher(conn *pgx.Conn) *handBatcher {
 	return startBatcher(func(h *handBatcher) error { return h.leadPipelined(conn) })
 }
 
 func startBatcher(lead func(*handBatcher) error) *handBatcher {
-	h := &handBatcher{ops: make(chan *handOp, 1024), quit: make(chan struct{}), done: make(chan error, 1)}
-	go func() { h.done <- lead(h) }()
+	h := &handBatcher{ops: make(chan *handOp, 1024), quit: make(chan struct{}), done: make(chan error, 1),
+		dead: make(chan struct{})}
+	go func() {
+		h.err = lead(h)
+		close(h.dead) // the submitters waiting for it return
+		h.done <- h.err
+	}()
 	return h
 }
 
@@ -105,6 +117,7 @@ func (h *handBatcher) lead(conn *pgx.Conn) error {
 			return nil
 		}
 		unlockKeys, tryKeys := keys(batch)
+		h.sending(len(batch))
 		var text string
 		if err := conn.QueryRow(context.Background(), handBatchSQL, unlockKeys, tryKeys).Scan(&text); err != nil {
 			return err
@@ -135,6 +148,7 @@ func (h *handBatcher) leadPipelined(conn *pgx.Conn) error {
 		}
 		if len(batch) > 0 {
 			unlockKeys, tryKeys := keys(batch)
+			h.sending(len(batch))
 			p.SendQueryPrepared("hand_batch", [][]byte{int8Array(unlockKeys), int8Array(tryKeys)}, []int16{1}, nil)
 			p.SendPipelineSync()
 			if err := p.Flush(); err != nil {
@@ -190,9 +204,29 @@ func int8Array(keys []int64) []byte {
 }
 
 // do submits op and waits for its result.
-func (h *handBatcher) do(op *handOp) bool {
-	h.ops <- op
-	return <-op.result
+func (h *handBatcher) do(op *handOp) (bool, error) {
+	select {
+	case h.ops <- op:
+	case <-h.dead:
+		return false, fmt.Errorf("hand batch: the leader ended: %w", h.err)
+	}
+	select {
+	case ok := <-op.result:
+		return ok, nil
+	case <-h.dead:
+		return false, fmt.Errorf("hand batch: the leader ended: %w", h.err)
+	}
+}
+
+// sending counts a statement of n operations.
+func (h *handBatcher) sending(n int) {
+	h.statements.Add(1)
+	h.sent.Add(int64(n))
+}
+
+// perStatement returns the operations a statement carried on average.
+func (h *handBatcher) perStatement() float64 {
+	return float64(h.sent.Load()) / float64(max(1, h.statements.Load()))
 }
 
 // cycle locks and unlocks key.
@@ -200,8 +234,8 @@ func (h *handBatcher) cycle(op *handOp, key int64) error {
 	op.key = key
 	for _, unlock := range []bool{false, true} {
 		op.unlock = unlock
-		if !h.do(op) {
-			return fmt.Errorf("hand batch: key %d unlock=%v failed", key, unlock)
+		if ok, err := h.do(op); err != nil || !ok {
+			return fmt.Errorf("hand batch: key %d unlock=%v failed: %v", key, unlock, err)
 		}
 	}
 	return nil

@@ -135,6 +135,9 @@ func BenchmarkBatchingCeiling(b *testing.B) {
 	b.ReportMetric(hand1.rate()/raw.rate(), "hand1/raw")
 	b.ReportMetric(hand2.rate()/raw.rate(), "hand2/raw")
 	b.ReportMetric(pipelined.rate()/raw.rate(), "pipelined/raw")
+	b.ReportMetric(one.perStatement(), "hand1-ops/statement")
+	b.ReportMetric((two[0].perStatement()+two[1].perStatement())/2, "hand2-ops/statement")
+	b.ReportMetric(piped.perStatement(), "pipelined-ops/statement")
 }
 
 // tally is what the windows of one load add up to.
