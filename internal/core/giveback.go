@@ -7,9 +7,13 @@ import (
 
 // giveBack unlocks whatever of send a failed statement left held, as the
 // server reports it. Send held no Lock's hold before, so a held tag is one
-// the failed statement took. If the session's state cannot be established,
+// the failed statement took, or one the program took on the session with
+// plain SQL. A blocking lock statement (ordered) takes its tags in order and
+// stops at the first it must wait for, so it took only the held prefix of
+// send (see heldPrefix); a try statement goes through every tag, so for it
+// every held tag is taken. If the session's state cannot be established,
 // giveBack closes it.
-func (l *Lock) giveBack(ctx context.Context, sp savepoint, send []Tag) error {
+func (l *Lock) giveBack(ctx context.Context, sp savepoint, send []Tag, ordered bool) error {
 	if l.conn.Closed() {
 		return nil // the session, and everything it took, is gone
 	}
@@ -22,15 +26,32 @@ func (l *Lock) giveBack(ctx context.Context, sp savepoint, send []Tag) error {
 	if err != nil {
 		return l.abandon(cctx, "give back", err)
 	}
-	var took []Tag
-	for _, t := range send {
-		if held[t] {
-			took = append(took, t)
+	took := heldPrefix(send, held)
+	if !ordered {
+		took = nil
+		for _, t := range send {
+			if held[t] {
+				took = append(took, t)
+			}
 		}
 	}
 	// A false from the unlock means the hold was not the statement's (a
 	// transaction lock on the same key shows as the same pg_locks row).
 	return l.unlock(cctx, took, false)
+}
+
+// heldPrefix returns the longest prefix of send whose tags the session
+// holds: what a blocking lock statement over send took before it failed. It
+// stops only at a tag it must wait for, which is not held; a held tag after
+// that one the session held before (taken with plain SQL: no Lock held it),
+// and it stays held.
+func heldPrefix(send []Tag, held map[Tag]bool) []Tag {
+	for i, t := range send {
+		if !held[t] {
+			return send[:i]
+		}
+	}
+	return send
 }
 
 // held returns the tags this session holds in the Lock's mode, per pg_locks.

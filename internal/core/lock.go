@@ -237,12 +237,12 @@ func (l *Lock) take(ctx context.Context, op operation, try bool, send []Tag) (bo
 		if err == nil {
 			err = errGrantedLate
 		}
-		return false, reply{}, errors.Join(describe(op, ctx, cancelled, l.conn, l.fenceErr(err)), l.giveBack(ctx, sp, send))
+		return false, reply{}, errors.Join(describe(op, ctx, cancelled, l.conn, l.fenceErr(err)), l.giveBack(ctx, sp, send, !try))
 	}
 	r, ok := parseReply(text, try, true)
 	if !ok {
 		err := fmt.Errorf("alock: %s: unexpected result %q", op, text)
-		return false, reply{}, errors.Join(err, l.giveBack(ctx, sp, send))
+		return false, reply{}, errors.Join(err, l.giveBack(ctx, sp, send, !try))
 	}
 	if err := l.checkBackend(op, r, true); err != nil {
 		return false, reply{}, l.distrust(ctx, err, send)
@@ -257,7 +257,7 @@ func (l *Lock) take(ctx context.Context, op operation, try bool, send []Tag) (bo
 // given back: the session locks would otherwise outlive the error.
 func (l *Lock) keep(ctx context.Context, op operation, sp savepoint, send []Tag, r reply) (bool, reply, error) {
 	if err := sp.release(ctx, l.conn); err != nil {
-		return false, reply{}, errors.Join(describe(op, ctx, false, l.conn, err), l.giveBack(ctx, sp, send))
+		return false, reply{}, errors.Join(describe(op, ctx, false, l.conn, err), l.giveBack(ctx, sp, send, false)) // all taken
 	}
 	return true, r, nil
 }
@@ -268,7 +268,7 @@ func (l *Lock) keepAllOrNone(ctx context.Context, op operation, sp savepoint, se
 	taken, ok := parseFlags(r.flags, len(send))
 	if !ok {
 		err := fmt.Errorf("alock: %s: unexpected result %q", op, r.flags)
-		return false, reply{}, errors.Join(err, l.giveBack(ctx, sp, send))
+		return false, reply{}, errors.Join(err, l.giveBack(ctx, sp, send, false))
 	}
 	if !slices.Contains(taken, false) {
 		return l.keep(ctx, op, sp, send, r)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 )
 
@@ -32,7 +31,7 @@ func (l *Lock) takeInSlices(ctx context.Context, op operation, sp savepoint, sen
 		if err == nil {
 			r, ok := parseReply(text, false, true)
 			if !ok {
-				return false, reply{}, errors.Join(fmt.Errorf("alock: %s: unexpected result %q", op, text), l.giveBack(ctx, sp, send))
+				return false, reply{}, errors.Join(fmt.Errorf("alock: %s: unexpected result %q", op, text), l.giveBack(ctx, sp, send, true))
 			}
 			if err := l.checkBackend(op, r, true); err != nil {
 				return false, reply{}, l.distrust(ctx, err, send)
@@ -45,22 +44,24 @@ func (l *Lock) takeInSlices(ctx context.Context, op operation, sp savepoint, sen
 			} else {
 				err = describe(op, ctx, false, l.conn, l.fenceErr(err))
 			}
-			return false, reply{}, errors.Join(err, l.giveBack(ctx, sp, send))
+			return false, reply{}, errors.Join(err, l.giveBack(ctx, sp, send, true))
 		}
 		if rest, err = l.stillMissing(ctx, sp, rest); err != nil {
-			return false, reply{}, errors.Join(fmt.Errorf("alock: %s: %w", op, err), l.giveBack(ctx, sp, send))
+			return false, reply{}, errors.Join(fmt.Errorf("alock: %s: %w", op, err), l.giveBack(ctx, sp, send, true))
 		}
 		if len(rest) == 0 { // granted as the slice ran out: no pid, no token
 			return true, reply{}, sp.release(ctx, l.conn)
 		}
 		if slice, err = nextSlice(ctx, l.conn, rest); err != nil {
-			return false, reply{}, errors.Join(fmt.Errorf("alock: %s: %w", op, err), l.giveBack(ctx, sp, send))
+			return false, reply{}, errors.Join(fmt.Errorf("alock: %s: %w", op, err), l.giveBack(ctx, sp, send, true))
 		}
 	}
 }
 
-// stillMissing returns the tags of rest that the session does not hold after
-// a slice ran out, restarting the savepoint the failure aborted.
+// stillMissing returns the tags of rest that the slice that ran out did not
+// take (see heldPrefix), restarting the savepoint the failure aborted. A
+// tag the session held with plain SQL stays in it: the next slice takes it
+// at once, once more, and the Lock's release gives back only that once.
 func (l *Lock) stillMissing(ctx context.Context, sp savepoint, rest []Tag) ([]Tag, error) {
 	if err := sp.rollback(ctx, l.conn); err != nil {
 		return nil, err
@@ -72,5 +73,5 @@ func (l *Lock) stillMissing(ctx context.Context, sp savepoint, rest []Tag) ([]Ta
 	if err != nil {
 		return nil, err
 	}
-	return slices.DeleteFunc(slices.Clone(rest), func(t Tag) bool { return held[t] }), nil
+	return rest[len(heldPrefix(rest, held)):], nil
 }

@@ -53,7 +53,18 @@ func LockTx(ctx context.Context, c Conn, m Mode, tags []Tag, label func() string
 			}
 		}
 		sql := xactLockSQL(m, tags, wait, restore)
-		cancelled, err := run(ctx, c, interrupt, func(q context.Context) error { return c.Exec(q, sql, nil) })
+		var cancelled bool
+		var err error
+		if wait > 0 {
+			// A slice ends by its own lock_timeout, as takeInSlices's do: run
+			// would abort it after CleanupTimeout, as it cannot cancel it,
+			// and a slice that waits for the server's deadlock check
+			// (deadlock_timeout, 1 s by default) can be longer; the abort
+			// closes the connection, and the transaction with it.
+			err = c.Exec(context.WithoutCancel(ctx), sql, nil)
+		} else {
+			cancelled, err = run(ctx, c, interrupt, func(q context.Context) error { return c.Exec(q, sql, nil) })
+		}
 		if err == nil {
 			return nil // granted, even if as ctx ended: it cannot be given back
 		}
