@@ -19,8 +19,11 @@
 // [LockTx] with either driver (database/sql gives no way to the driver
 // connection of a *sql.Tx), a wait under a context that can end runs in
 // slices of the server's lock_timeout of 50 to 100 ms, so the end of the
-// context is noticed within a slice; the session's own lock_timeout is
-// overridden meanwhile.
+// context is noticed within a slice. The session's (or transaction's) own
+// lock_timeout and statement_timeout bound the whole wait, not each slice:
+// once the shorter has run out, the wait fails with an error wrapping
+// alock.ErrLockTimeout or alock.ErrStatementTimeout, as an unsliced wait
+// would.
 //
 // PostgreSQL finds a deadlock only in a wait that lasts its deadlock_timeout
 // (1 s by default), longer than a slice. So between slices a waiter asks the

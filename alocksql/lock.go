@@ -26,8 +26,9 @@ import (
 //     alock.Lock does. With other drivers (lib/pq) a wait under a context
 //     that can end runs in slices of the server's lock_timeout (50 to
 //     100 ms): a cancellation is noticed within a slice, the waiter queues
-//     again between slices (less fair), and the session's own lock_timeout is
-//     overridden. A deadlock is still reported (ErrDeadlock) soon after the
+//     again between slices (less fair), and the session's own lock_timeout
+//     and statement_timeout bound the whole wait, not each slice (the wait
+//     fails with ErrLockTimeout or ErrStatementTimeout). A deadlock is still reported (ErrDeadlock) soon after the
 //     server's deadlock_timeout, but while one is suspected a slice lasts
 //     deadlock_timeout plus 100 ms, and a cancellation is noticed only when
 //     it ends (see the package documentation).

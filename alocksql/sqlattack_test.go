@@ -73,6 +73,67 @@ func saExec(t *testing.T, c *pgx.Conn, sql string, args ...any) {
 	}
 }
 
+// TestSQLAttackUserTimeoutsWithDeadline: the session's own lock_timeout
+// and statement_timeout end a blocked Acquire with ErrLockTimeout or
+// ErrStatementTimeout (as alock.Lock.Acquire documents: "a lock_timeout or
+// statement_timeout the session set"), also when the caller's context has
+// a (longer) deadline, which makes lib/pq's wait run in slices that each
+// override lock_timeout and are too short for statement_timeout.
+func TestSQLAttackUserTimeoutsWithDeadline(t *testing.T) {
+	forEachDriver(t, func(t *testing.T, driverName, dsn string) {
+		other := pgtest.Connect(t, dsn)
+		saExec(t, other, "SELECT pg_advisory_lock(2)")
+		for setting, sentinel := range map[string]error{"lock_timeout": alock.ErrLockTimeout, "statement_timeout": alock.ErrStatementTimeout} {
+			s := openSession(t, driverName, dsn)
+			keep := alocksql.NewShare(s.c, alock.Key(1))
+			if err := keep.Acquire(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.c.ExecContext(context.Background(), "SET "+setting+" = '300ms'"); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+			start := time.Now()
+			err := alocksql.NewExclusive(s.c, alock.Key(1), alock.Key(2)).Acquire(ctx)
+			took := time.Since(start)
+			cancel()
+			if !errors.Is(err, sentinel) || took > 2*time.Second {
+				t.Errorf("Acquire under %s=300ms and a 4 s deadline: %v after %v; want %v after about 300 ms", setting, err, took.Round(time.Millisecond), sentinel)
+			}
+			saExpect(t, "after the timeout", dsn, s.pid, saHold(alock.Key(1), alock.Share))
+		}
+	})
+}
+
+// TestSQLAttackLockTxUserTimeoutsWithDeadline is the same for LockTx: the
+// transaction's own lock_timeout and statement_timeout end the wait.
+func TestSQLAttackLockTxUserTimeoutsWithDeadline(t *testing.T) {
+	forEachDriver(t, func(t *testing.T, driverName, dsn string) {
+		other := pgtest.Connect(t, dsn)
+		saExec(t, other, "SELECT pg_advisory_lock(2)")
+		for setting, sentinel := range map[string]error{"lock_timeout": alock.ErrLockTimeout, "statement_timeout": alock.ErrStatementTimeout} {
+			s := openSession(t, driverName, dsn)
+			tx, err := s.c.BeginTx(context.Background(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.ExecContext(context.Background(), "SET LOCAL "+setting+" = '300ms'"); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+			start := time.Now()
+			err = alocksql.LockTx(ctx, tx, alock.Exclusive, alock.Key(1), alock.Key(2))
+			took := time.Since(start)
+			cancel()
+			saExpect(t, "after LockTx", dsn, s.pid)
+			_ = tx.Rollback()
+			if !errors.Is(err, sentinel) || took > 2*time.Second {
+				t.Errorf("LockTx under SET LOCAL %s = '300ms' and a 4 s deadline: %v after %v; want %v after about 300 ms", setting, err, took.Round(time.Millisecond), sentinel)
+			}
+		}
+	})
+}
+
 // TestSQLAttackFailedAcquireKeepsPlainSQLLock: a lock the caller took on
 // the *sql.Conn with plain SQL (CloseConn's documentation counts on such
 // locks) is not released by a failed Acquire that never took it: the

@@ -16,16 +16,20 @@ const sliceTimeout = 100 * time.Millisecond
 // lock_timeout, never longer than ctx's deadline, keeps what each slice was
 // granted and waits again for the rest until all is held or ctx ends. The
 // waiter loses its place in the server's queue between slices, so it is less
-// fair than a single wait. The session's own lock_timeout is overridden.
-// Between slices it asks whether it is suspected of a deadlock, and if so
-// waits long enough for the server to check (see nextSlice).
+// fair than a single wait. The session's own lock_timeout and
+// statement_timeout bound the whole wait (see budget), read once the first
+// slice has run out. Between slices it asks whether it is suspected of a
+// deadlock, and if so waits long enough for the server to check (see
+// nextSlice).
 func (l *Lock) takeInSlices(ctx context.Context, op operation, sp savepoint, send []Tag) (bool, reply, error) {
 	rest, slice := send, shortSlice()
+	start, b, read := time.Now(), budget{}, false
 	for {
 		wait := slice
 		if deadline, ok := ctx.Deadline(); ok {
 			wait = min(wait, time.Until(deadline))
 		}
+		wait, _ = b.bound(wait)
 		st := lockWithinStatement(l.mode, rest, wait, l.fence, l.who())
 		text, err := l.conn.QueryText(context.WithoutCancel(ctx), st.sql, st.args)
 		if err == nil {
@@ -51,6 +55,15 @@ func (l *Lock) takeInSlices(ctx context.Context, op operation, sp savepoint, sen
 		}
 		if len(rest) == 0 { // granted as the slice ran out: no pid, no token
 			return true, reply{}, sp.release(ctx, l.conn)
+		}
+		if !read {
+			if b, err = readBudget(ctx, l.conn, start); err != nil {
+				return false, reply{}, errors.Join(fmt.Errorf("alock: %s: %w", op, err), l.giveBack(ctx, sp, send, true))
+			}
+			read = true
+		}
+		if _, over := b.bound(0); over {
+			return false, reply{}, errors.Join(fmt.Errorf("alock: %s: %w", op, b.err), l.giveBack(ctx, sp, send, true))
 		}
 		if slice, err = nextSlice(ctx, l.conn, rest); err != nil {
 			return false, reply{}, errors.Join(fmt.Errorf("alock: %s: %w", op, err), l.giveBack(ctx, sp, send, true))

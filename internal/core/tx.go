@@ -32,11 +32,19 @@ func LockTx(ctx context.Context, c Conn, m Mode, tags []Tag, label func() string
 	if err := checkTx(ctx, c, op, tags); err != nil || len(tags) == 0 {
 		return err
 	}
-	restore := ""
+	// Without cancel, the wait runs in slices, each under a lock_timeout of
+	// its own: restore is the transaction's, and b what it and the
+	// statement_timeout allow the whole wait (see budget).
+	restore, b := "", budget{}
 	if ctx.Done() != nil && !c.CanCancel() {
-		var err error
-		if restore, err = c.QueryText(context.WithoutCancel(ctx), "SELECT current_setting('lock_timeout')", nil); err != nil {
+		start := time.Now()
+		text, err := c.QueryText(context.WithoutCancel(ctx), "SELECT concat(current_setting('lock_timeout'), ';', ("+budgetSQL+"))", nil)
+		if err != nil {
 			return describe(op, ctx, false, c, err)
+		}
+		restore, text, _ = strings.Cut(text, ";")
+		if b, err = parseBudget(text, start); err != nil {
+			return fmt.Errorf("alock: %s: %w", op, err)
 		}
 	}
 	slice := shortSlice()
@@ -50,6 +58,10 @@ func LockTx(ctx context.Context, c Conn, m Mode, tags []Tag, label func() string
 			if wait <= 0 { // the deadline has passed; its timer is about to fire
 				<-ctx.Done()
 				return fmt.Errorf("alock: %s: %w", op, ctxErr(ctx))
+			}
+			var over bool
+			if wait, over = b.bound(wait); over {
+				return fmt.Errorf("alock: %s: %w", op, b.err)
 			}
 		}
 		sql := xactLockSQL(m, tags, wait, restore)
