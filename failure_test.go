@@ -3,9 +3,13 @@ package alock_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/pgalock/alock"
+	"github.com/pgalock/alock/internal/locktest"
 	"github.com/pgalock/alock/internal/pgtest"
 )
 
@@ -55,4 +59,29 @@ func TestReleaseInFailedTransactionClosesSession(t *testing.T) {
 	pgtest.WaitFor(t, "Key(1) to be free", func() bool {
 		return s[1].QueryRow(ctx, "SELECT pg_try_advisory_lock(1)").Scan(&ok) == nil && ok
 	})
+}
+
+// TestFailedAcquireKeepsPlainSQLLock: a failed Acquire gives back only
+// what its statement took. It waits for Key(6), held elsewhere, and never
+// reaches Key(5), which the program holds on the same connection with
+// plain SQL: Key(5) stays held (the give-back released every id the
+// server showed held).
+func TestFailedAcquireKeepsPlainSQLLock(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	conn, other := pgtest.Connect(t, dsn), pgtest.Connect(t, dsn)
+	for c, sql := range map[*pgx.Conn]string{other: "SELECT pg_advisory_lock(6)", conn: "SELECT pg_advisory_lock(5)"} {
+		if _, err := c.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if err := alock.NewExclusive(conn, alock.Key(6), alock.Key(5)).Acquire(wctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Acquire: %v, want the deadline", err)
+	}
+	if got, want := locktest.Holds(t, dsn, conn.PgConn().PID()), []string{locktest.Hold(alock.Key(5), alock.Exclusive)}; !slices.Equal(got, want) {
+		t.Errorf("after the failed Acquire the server shows %v, want %v", got, want)
+	}
 }
