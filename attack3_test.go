@@ -732,7 +732,7 @@ func TestAttack3FencedCancelRacesGrant(t *testing.T) {
 		ctx, cancel := context.WithCancelCause(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- l.Acquire(ctx) }()
-		waitWaiting(t, dsn, s.PID())
+		locktest.WaitWaiting(t, dsn, s.PID())
 		unlocked := make(chan struct{})
 		go func() {
 			defer close(unlocked)

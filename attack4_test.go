@@ -76,7 +76,7 @@ func TestAttack4WaiterGetsFreedLockUnderTraffic(t *testing.T) {
 		defer cancel()
 		waited <- w.Acquire(wctx)
 	}()
-	waitWaiting(t, dsn, s.PID())
+	locktest.WaitWaiting(t, dsn, s.PID())
 	stop := make(chan struct{})
 	var ops atomic.Int64
 	wait := a4Traffic(t, 4, 1000, s.NewExclusive, stop, &ops, nil)

@@ -21,7 +21,6 @@ import (
 type handBatcher struct {
 	ops  chan *handOp
 	quit chan struct{}
-	done chan error
 	dead chan struct{} // closed when the leader has returned, with err set
 	err  error
 
@@ -54,12 +53,10 @@ func startPipelinedBatcher(conn *pgx.Conn) *handBatcher {
 }
 
 func startBatcher(lead func(*handBatcher) error) *handBatcher {
-	h := &handBatcher{ops: make(chan *handOp, 1024), quit: make(chan struct{}), done: make(chan error, 1),
-		dead: make(chan struct{})}
+	h := &handBatcher{ops: make(chan *handOp, 1024), quit: make(chan struct{}), dead: make(chan struct{})}
 	go func() {
 		h.err = lead(h)
-		close(h.dead) // the submitters waiting for it return
-		h.done <- h.err
+		close(h.dead) // the submitters waiting for it return, and stop
 	}()
 	return h
 }
@@ -259,7 +256,8 @@ func newHandOps(n int) []*handOp {
 // stop ends the leader and returns its error.
 func (h *handBatcher) stop() error {
 	close(h.quit)
-	err := <-h.done
+	<-h.dead
+	err := h.err
 	if err != nil && strings.Contains(err.Error(), "closed") {
 		return nil
 	}

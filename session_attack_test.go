@@ -72,19 +72,6 @@ func within(t *testing.T, d time.Duration, what string, fn func()) bool {
 	}
 }
 
-// waitWaiting waits until pid waits on the server for an advisory lock.
-func waitWaiting(t *testing.T, dsn string, pid uint32) {
-	t.Helper()
-	pgtest.WaitFor(t, fmt.Sprintf("pid %d waiting on the server", pid), func() bool {
-		for _, h := range locktest.Holds(t, dsn, pid) {
-			if len(h) > 9 && h[len(h)-9:] == "(waiting)" {
-				return true
-			}
-		}
-		return false
-	})
-}
-
 // TestAttackCloseTwice: Close is documented as safe to call twice. The
 // second Close must return (at once, or at the latest when its ctx ends).
 func TestAttackCloseTwice(t *testing.T) {
@@ -129,7 +116,7 @@ func TestAttackCancelCauseWhileWaiting(t *testing.T) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	waited := make(chan error, 1)
 	go func() { waited <- s.NewExclusive(alock.Key(1)).Acquire(ctx) }()
-	waitWaiting(t, dsn, s.PID())
+	locktest.WaitWaiting(t, dsn, s.PID())
 	cancel(errCause)
 	err := <-waited
 	if !errors.Is(err, context.Canceled) || !errors.Is(err, errCause) {
@@ -185,7 +172,7 @@ func TestAttackCancelCauseWhilePolling(t *testing.T) {
 	defer stopSlot()
 	slot := make(chan error, 1)
 	go func() { slot <- s.NewExclusive(alock.Key(1)).Acquire(slotCtx) }()
-	waitWaiting(t, dsn, s.PID())
+	locktest.WaitWaiting(t, dsn, s.PID())
 	for i := range 10 {
 		ctx, cancel := context.WithCancelCause(context.Background())
 		polled := make(chan error, 1)
@@ -220,7 +207,7 @@ func TestAttackCloseBreaksWaitWithErrClosed(t *testing.T) {
 		}
 		waited := make(chan error, 1)
 		go func() { waited <- s.NewExclusive(alock.Key(1)).Acquire(context.Background()) }()
-		waitWaiting(t, dsn, s.PID())
+		locktest.WaitWaiting(t, dsn, s.PID())
 		expired, cancel := context.WithTimeout(context.Background(), 0)
 		within(t, 3*time.Second, "Close(expired)", func() { _ = s.Close(expired) })
 		cancel()
@@ -250,7 +237,7 @@ func TestAttackCloseBreaksWaitLiveCtx(t *testing.T) {
 		}
 		waited := make(chan error, 2)
 		go func() { waited <- s.NewExclusive(alock.Key(1)).Acquire(context.Background()) }()
-		waitWaiting(t, dsn, s.PID())
+		locktest.WaitWaiting(t, dsn, s.PID())
 		go func() { waited <- s.NewExclusive(alock.Key(2)).Acquire(context.Background()) }() // polls
 		time.Sleep(time.Duration(rand.IntN(100)) * time.Millisecond)
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -578,7 +565,7 @@ func TestAttackDeadlockWithPoller(t *testing.T) {
 	sctx, stopSlot := context.WithCancel(ctx)
 	slot := make(chan error, 1)
 	go func() { slot <- s1.NewExclusive(alock.Key(9)).Acquire(sctx) }()
-	waitWaiting(t, dsn, s1.PID())
+	locktest.WaitWaiting(t, dsn, s1.PID())
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	r1, r2 := make(chan error, 1), make(chan error, 1)
@@ -621,7 +608,7 @@ func TestAttackGrantCancelRaceWhilePreempted(t *testing.T) {
 		waited := make(chan error, 1)
 		go func() { waited <- l.Acquire(actx) }()
 		if i == 0 {
-			waitWaiting(t, dsn, s.PID())
+			locktest.WaitWaiting(t, dsn, s.PID())
 			go func() { polled <- s.NewExclusive(alock.Key(2)).Acquire(pctx) }()
 		}
 		time.Sleep(d + time.Duration(rand.IntN(46)-40)*time.Millisecond)
@@ -673,7 +660,7 @@ func TestAttackTerminateWhilePreempted(t *testing.T) {
 		mustAcquire(t, h)
 		waited := make(chan error, 2)
 		go func() { waited <- s.NewExclusive(alock.Key(1)).Acquire(ctx) }()
-		waitWaiting(t, dsn, s.PID())
+		locktest.WaitWaiting(t, dsn, s.PID())
 		go func() { waited <- s.NewExclusive(alock.Key(2)).Acquire(ctx) }()
 		time.Sleep(time.Duration(rand.IntN(150)) * time.Millisecond)
 		terminate(t, dsn, s.PID())
@@ -918,7 +905,7 @@ func TestAttackTinyDeadlines(t *testing.T) {
 	wctx, stopWait := context.WithCancel(ctx)
 	waited := make(chan error, 1)
 	go func() { waited <- s.NewExclusive(alock.Key(9)).Acquire(wctx) }()
-	waitWaiting(t, dsn, s.PID())
+	locktest.WaitWaiting(t, dsn, s.PID())
 	l := s.NewExclusive(alock.Key(1), alock.Key(2))
 	want := []string{hold(alock.Key(1), alock.Exclusive), hold(alock.Key(2), alock.Exclusive)}
 	var ok, failed int

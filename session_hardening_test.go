@@ -155,7 +155,7 @@ func TestSessionNothingWaitsBehindAWait(t *testing.T) {
 	blocked := s.NewExclusive(alock.Key(2))
 	waited := make(chan error, 1)
 	go func() { waited <- blocked.Acquire(ctx) }()
-	waitWaiting(t, dsn, s.PID())
+	locktest.WaitWaiting(t, dsn, s.PID())
 
 	quick := func(what string, op func(context.Context) error) {
 		t.Helper()
@@ -257,7 +257,7 @@ func TestSessionTerminatedWhileWaiting(t *testing.T) {
 	s := openSession(t, dsn, &alock.SessionOptions{Tracer: tracer})
 	waited := make(chan error, 1)
 	go func() { waited <- s.NewExclusive(alock.Key(1)).Acquire(ctx) }()
-	waitWaiting(t, dsn, s.PID())
+	locktest.WaitWaiting(t, dsn, s.PID())
 	terminate(t, dsn, s.PID())
 	err := <-waited
 	if !errors.Is(err, alock.ErrLost) {
@@ -284,7 +284,7 @@ func TestSessionCloseDuringAcquireIsNoLoss(t *testing.T) {
 	}
 	waited := make(chan error, 1)
 	go func() { waited <- s.NewExclusive(alock.Key(1)).Acquire(ctx) }()
-	waitWaiting(t, dsn, s.PID())
+	locktest.WaitWaiting(t, dsn, s.PID())
 	expired, cancel := context.WithTimeout(ctx, time.Millisecond)
 	defer cancel()
 	<-expired.Done()
@@ -315,7 +315,7 @@ func TestPlainConnTerminatedWhileWaiting(t *testing.T) {
 	pid := conn.PgConn().PID()
 	waited := make(chan error, 1)
 	go func() { waited <- alock.NewExclusive(conn, alock.Key(1)).Acquire(ctx) }()
-	waitWaiting(t, dsn, pid)
+	locktest.WaitWaiting(t, dsn, pid)
 	terminate(t, dsn, pid)
 	if err := <-waited; !errors.Is(err, alock.ErrLost) {
 		t.Fatalf("Acquire: %v, want ErrLost", err)
@@ -334,7 +334,7 @@ func TestDoDoesNotReturnHolding(t *testing.T) {
 	defer cancel()
 	waited := make(chan error, 1)
 	go func() { waited <- s.NewExclusive(alock.Key(2)).Acquire(wctx) }()
-	waitWaiting(t, dsn, s.PID())
+	locktest.WaitWaiting(t, dsn, s.PID())
 	l1 := s.NewExclusive(alock.Key(1))
 	dctx, dcancel := context.WithTimeout(ctx, 6*time.Second)
 	defer dcancel()

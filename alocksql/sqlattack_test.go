@@ -64,14 +64,16 @@ func saExpect(t *testing.T, what, dsn string, pid uint32, want ...string) {
 	}
 }
 
-func saHold(id alock.ID, m alock.Mode) string { return locktest.Hold(id, m) }
-
 func saExec(t *testing.T, c *pgx.Conn, sql string, args ...any) {
 	t.Helper()
 	if _, err := c.Exec(context.Background(), sql, args...); err != nil {
 		pgtest.Fatalf(t, "%s: %v", sql, err)
 	}
 }
+
+// userTimeouts are the settings a session or transaction sets to bound
+// its waits, and the error each raises.
+var userTimeouts = map[string]error{"lock_timeout": alock.ErrLockTimeout, "statement_timeout": alock.ErrStatementTimeout}
 
 // TestSQLAttackUserTimeoutsWithDeadline: the session's own lock_timeout
 // and statement_timeout end a blocked Acquire with ErrLockTimeout or
@@ -83,7 +85,7 @@ func TestSQLAttackUserTimeoutsWithDeadline(t *testing.T) {
 	forEachDriver(t, func(t *testing.T, driverName, dsn string) {
 		other := pgtest.Connect(t, dsn)
 		saExec(t, other, "SELECT pg_advisory_lock(2)")
-		for setting, sentinel := range map[string]error{"lock_timeout": alock.ErrLockTimeout, "statement_timeout": alock.ErrStatementTimeout} {
+		for setting, sentinel := range userTimeouts {
 			s := openSession(t, driverName, dsn)
 			keep := alocksql.NewShare(s.c, alock.Key(1))
 			if err := keep.Acquire(context.Background()); err != nil {
@@ -100,7 +102,7 @@ func TestSQLAttackUserTimeoutsWithDeadline(t *testing.T) {
 			if !errors.Is(err, sentinel) || took > 2*time.Second {
 				t.Errorf("Acquire under %s=300ms and a 4 s deadline: %v after %v; want %v after about 300 ms", setting, err, took.Round(time.Millisecond), sentinel)
 			}
-			saExpect(t, "after the timeout", dsn, s.pid, saHold(alock.Key(1), alock.Share))
+			saExpect(t, "after the timeout", dsn, s.pid, locktest.Hold(alock.Key(1), alock.Share))
 		}
 	})
 }
@@ -111,7 +113,7 @@ func TestSQLAttackLockTxUserTimeoutsWithDeadline(t *testing.T) {
 	forEachDriver(t, func(t *testing.T, driverName, dsn string) {
 		other := pgtest.Connect(t, dsn)
 		saExec(t, other, "SELECT pg_advisory_lock(2)")
-		for setting, sentinel := range map[string]error{"lock_timeout": alock.ErrLockTimeout, "statement_timeout": alock.ErrStatementTimeout} {
+		for setting, sentinel := range userTimeouts {
 			s := openSession(t, driverName, dsn)
 			tx, err := s.c.BeginTx(context.Background(), nil)
 			if err != nil {
@@ -152,7 +154,7 @@ func TestSQLAttackFailedAcquireKeepsPlainSQLLock(t *testing.T) {
 		if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, errSACause) {
 			t.Fatalf("Acquire: %v", err)
 		}
-		saExpect(t, "after the failed Acquire", dsn, s.pid, saHold(alock.Key(5), alock.Exclusive))
+		saExpect(t, "after the failed Acquire", dsn, s.pid, locktest.Hold(alock.Key(5), alock.Exclusive))
 	})
 }
 
@@ -169,7 +171,7 @@ func TestSQLAttackTryAcquireTinyDeadlines(t *testing.T) {
 		if err := keep.Acquire(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		base := saHold(alock.Key(9), alock.Share)
+		base := locktest.Hold(alock.Key(9), alock.Share)
 		deadlines := []time.Duration{time.Microsecond, 100 * time.Microsecond, 300 * time.Microsecond,
 			time.Millisecond, 2 * time.Millisecond, 5 * time.Millisecond, 20 * time.Millisecond}
 		for round := range 3 {
@@ -188,7 +190,7 @@ func TestSQLAttackTryAcquireTinyDeadlines(t *testing.T) {
 					case ok:
 						var want []string
 						for _, id := range ids {
-							want = append(want, saHold(id, alock.Exclusive))
+							want = append(want, locktest.Hold(id, alock.Exclusive))
 						}
 						saExpect(t, what, dsn, s.pid, append(want, base)...)
 						if err := l.Release(context.Background()); err != nil {
@@ -215,19 +217,6 @@ func TestSQLAttackTryAcquireTinyDeadlines(t *testing.T) {
 	})
 }
 
-// saWaiting waits until the server shows pid waiting for a lock (a sliced
-// wait shows it only during its slices).
-func saWaiting(t *testing.T, admin *pgx.Conn, pid uint32) {
-	t.Helper()
-	pgtest.WaitFor(t, fmt.Sprintf("pid %d to wait for a lock", pid), func() bool {
-		var n int
-		if err := admin.QueryRow(context.Background(), "SELECT count(*) FROM pg_locks WHERE pid = $1 AND NOT granted", int64(pid)).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n > 0
-	})
-}
-
 // TestSQLAttackKilledWhileWaitingWithDeadline: the backend of a *sql.Conn
 // is terminated while a Lock waits under a context with a deadline (a
 // cancel-request wait with pgx, a sliced wait with lib/pq) and another Lock
@@ -249,7 +238,7 @@ func TestSQLAttackKilledWhileWaitingWithDeadline(t *testing.T) {
 		l := alocksql.NewShare(s.c, alock.Key(3), alock.Key(2))
 		done := make(chan error, 1)
 		go func() { done <- l.Acquire(ctx) }()
-		saWaiting(t, admin, s.pid)
+		locktest.WaitWaiting(t, dsn, s.pid)
 		saExec(t, admin, "SELECT pg_terminate_backend($1)", int64(s.pid))
 		var err error
 		select {
@@ -403,9 +392,9 @@ func TestSQLAttackCrossDriverDeadlock(t *testing.T) {
 			}
 			var want []string
 			if upgrade {
-				want = []string{saHold(alock.Key(3), alock.Exclusive), saHold(alock.Key(3), alock.Share)}
+				want = []string{locktest.Hold(alock.Key(3), alock.Exclusive), locktest.Hold(alock.Key(3), alock.Share)}
 			} else {
-				want = []string{saHold(alock.Key(1), alock.Exclusive), saHold(alock.Key(2), alock.Exclusive)}
+				want = []string{locktest.Hold(alock.Key(1), alock.Exclusive), locktest.Hold(alock.Key(2), alock.Exclusive)}
 			}
 			saExpect(t, "winner", dsn, winnerPID, want...)
 			saExpect(t, "victim", dsn, victimPID)
@@ -465,7 +454,7 @@ func TestSQLAttackLockTxCancelInLongSlice(t *testing.T) {
 			t.Errorf("transaction after LockTx: pid %d (was %d), %v; want it usable on the same session", pid, s.pid, err)
 			return
 		}
-		saExpect(t, "transaction after LockTx", dsn, s.pid, saHold(alock.Key(1), alock.Exclusive))
+		saExpect(t, "transaction after LockTx", dsn, s.pid, locktest.Hold(alock.Key(1), alock.Exclusive))
 	})
 }
 
@@ -589,7 +578,7 @@ func TestSQLAttackRandomModel(t *testing.T) {
 				}
 				if m.count > 0 {
 					for _, id := range m.l.IDs() {
-						want[saHold(id, m.l.Mode())] = true
+						want[locktest.Hold(id, m.l.Mode())] = true
 					}
 				}
 			}

@@ -67,14 +67,10 @@ func joinIDArgs(args []string) string {
 // distinctIDs counts the server locks ids name: ids that name one lock
 // (Name("x") and Key(NameKey("x")), or one given twice) count once.
 func distinctIDs(ids []alock.ID) int {
-	type lockTag struct {
-		classID, objID uint32
-		objSubID       uint16
-	}
-	seen := make(map[lockTag]bool, len(ids))
+	seen := make(map[alock.ID]bool, len(ids))
 	for _, id := range ids {
-		c, o, s := id.LockTag()
-		seen[lockTag{c, o, s}] = true
+		lock, _ := alock.FromLockTag(id.LockTag()) // the ID of the lock alone, without a name
+		seen[lock] = true
 	}
 	return len(seen)
 }

@@ -26,9 +26,10 @@ func (l *Lock) giveBack(ctx context.Context, sp savepoint, send []Tag, ordered b
 	if err != nil {
 		return l.abandon(cctx, "give back", err)
 	}
-	took := heldPrefix(send, held)
-	if !ordered {
-		took = nil
+	var took []Tag
+	if ordered {
+		took = heldPrefix(send, held)
+	} else {
 		for _, t := range send {
 			if held[t] {
 				took = append(took, t)

@@ -24,6 +24,9 @@ const sliceTimeout = 100 * time.Millisecond
 func (l *Lock) takeInSlices(ctx context.Context, op operation, sp savepoint, send []Tag) (bool, reply, error) {
 	rest, slice := send, shortSlice()
 	start, b, read := time.Now(), budget{}, false
+	fail := func(err error) (bool, reply, error) { // gives back what the slices took
+		return false, reply{}, errors.Join(err, l.giveBack(ctx, sp, send, true))
+	}
 	for {
 		wait := slice
 		if deadline, ok := ctx.Deadline(); ok {
@@ -35,7 +38,7 @@ func (l *Lock) takeInSlices(ctx context.Context, op operation, sp savepoint, sen
 		if err == nil {
 			r, ok := parseReply(text, false, true)
 			if !ok {
-				return false, reply{}, errors.Join(fmt.Errorf("alock: %s: unexpected result %q", op, text), l.giveBack(ctx, sp, send, true))
+				return fail(fmt.Errorf("alock: %s: unexpected result %q", op, text))
 			}
 			if err := l.checkBackend(op, r, true); err != nil {
 				return false, reply{}, l.distrust(ctx, err, send)
@@ -48,25 +51,25 @@ func (l *Lock) takeInSlices(ctx context.Context, op operation, sp savepoint, sen
 			} else {
 				err = describe(op, ctx, false, l.conn, l.fenceErr(err))
 			}
-			return false, reply{}, errors.Join(err, l.giveBack(ctx, sp, send, true))
+			return fail(err)
 		}
 		if rest, err = l.stillMissing(ctx, sp, rest); err != nil {
-			return false, reply{}, errors.Join(fmt.Errorf("alock: %s: %w", op, err), l.giveBack(ctx, sp, send, true))
+			return fail(fmt.Errorf("alock: %s: %w", op, err))
 		}
 		if len(rest) == 0 { // granted as the slice ran out: no pid, no token
 			return true, reply{}, sp.release(ctx, l.conn)
 		}
 		if !read {
 			if b, err = readBudget(ctx, l.conn, start); err != nil {
-				return false, reply{}, errors.Join(fmt.Errorf("alock: %s: %w", op, err), l.giveBack(ctx, sp, send, true))
+				return fail(fmt.Errorf("alock: %s: %w", op, err))
 			}
 			read = true
 		}
 		if _, over := b.bound(0); over {
-			return false, reply{}, errors.Join(fmt.Errorf("alock: %s: %w", op, b.err), l.giveBack(ctx, sp, send, true))
+			return fail(fmt.Errorf("alock: %s: %w", op, b.err))
 		}
 		if slice, err = nextSlice(ctx, l.conn, rest); err != nil {
-			return false, reply{}, errors.Join(fmt.Errorf("alock: %s: %w", op, err), l.giveBack(ctx, sp, send, true))
+			return fail(fmt.Errorf("alock: %s: %w", op, err))
 		}
 	}
 }

@@ -63,6 +63,20 @@ func Holds(t testing.TB, dsn string, pid uint32) []string {
 	return out
 }
 
+// WaitWaiting waits until pid waits on the server for an advisory lock (a
+// sliced wait shows it only during its slices).
+func WaitWaiting(t testing.TB, dsn string, pid uint32) {
+	t.Helper()
+	pgtest.WaitFor(t, fmt.Sprintf("pid %d waiting on the server", pid), func() bool {
+		for _, h := range Holds(t, dsn, pid) {
+			if strings.HasSuffix(h, "(waiting)") {
+				return true
+			}
+		}
+		return false
+	})
+}
+
 // expectHolds fails the test unless the server shows exactly want for s.
 func (e *env) expectHolds(s Session, want ...string) {
 	e.t.Helper()
