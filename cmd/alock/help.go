@@ -68,8 +68,10 @@ process group, SIGKILL after --grace, and exits 76.
 
 Exit status:
   COMMAND's status, or 128+N if it died of signal N (or alock did while waiting)
-  75   an ID is held elsewhere (with -n or -w); one line on stderr names the
-       holder (pid, application_name, user, session start), from pg_locks
+  75   an ID is held elsewhere (with -n or -w, or when the session's own
+       lock_timeout, from PGOPTIONS say, ends the wait); one line on stderr
+       names the holder (pid, application_name, user, session start), from
+       pg_locks
   76   the lock was lost while COMMAND ran
   126  COMMAND could not be run; 127 COMMAND not found
   1    other failures (connection, server); 2 usage error or no database

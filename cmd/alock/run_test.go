@@ -81,6 +81,14 @@ func testRunContention(t *testing.T, bin string) {
 		t.Errorf("-w 200ms: after %v, stderr %q; want >= 200ms and one line naming the holder", r.elapsed, r.stderr)
 	}
 
+	// The session's own lock_timeout ends a wait as -w does.
+	pgopts := cli{bin: bin, dsn: dsn, extraEnv: []string{"PGOPTIONS=-c lock_timeout=200ms"}}
+	r = pgopts.run(t, "run", "name:job", "--", "true")
+	r.expect(t, "lock_timeout=200ms", exitConflict)
+	if !holderRe.MatchString(r.stderr) || r.elapsed < 200*time.Millisecond {
+		t.Errorf("lock_timeout=200ms: after %v, stderr %q; want >= 200ms and one line naming the holder", r.elapsed, r.stderr)
+	}
+
 	// A waiter stopped by SIGINT while it waits.
 	quitter := c.start(t, "run", "name:job", "--", "echo", "ran")
 	waitWaiters(t, dsn, 1)

@@ -67,7 +67,8 @@ func (w *waiter) open(ctx context.Context, cfg *pgx.ConnConfig) (*alock.Session,
 }
 
 // acquire takes l without waiting (-n, -w 0), for at most -w, or for as
-// long as it takes.
+// long as it takes; a wait that ends by -w or by the session's
+// lock_timeout is errConflict.
 func (w *waiter) acquire(ctx context.Context, l *alock.Lock) error {
 	o := w.opts
 	if o.noWait || (o.wait.set && o.wait.d == 0) {
@@ -77,13 +78,15 @@ func (w *waiter) acquire(ctx context.Context, l *alock.Lock) error {
 		}
 		return wrapAcquire(err)
 	}
-	if !o.wait.set {
-		return wrapAcquire(l.Acquire(ctx))
+	wctx, cancel := ctx, context.CancelFunc(func() {})
+	if o.wait.set {
+		wctx, cancel = context.WithTimeout(ctx, o.wait.d)
 	}
-	wctx, cancel := context.WithTimeout(ctx, o.wait.d)
 	defer cancel()
 	err := l.Acquire(wctx)
-	if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+	// A wait given up, by -w or by the session's own lock_timeout (set
+	// with PGOPTIONS, say), is a lock held elsewhere too.
+	if err != nil && ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, alock.ErrLockTimeout)) {
 		return errConflict
 	}
 	return wrapAcquire(err)
