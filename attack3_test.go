@@ -576,20 +576,37 @@ func TestAttack3TransactionPoolerReleaseLeaksHold(t *testing.T) {
 		_ = tx.Rollback(ctx)
 		t.Skipf("the pooler gave b backend %d, not a's %d", pinned, holder)
 	}
-	// b's transaction ends while Release retries its unlock, so that one
-	// of the retries can land on the holder's backend.
-	rolledBack := make(chan struct{})
-	go func() {
-		defer close(rolledBack)
-		time.Sleep(100 * time.Millisecond)
-		_ = tx.Rollback(ctx)
-	}()
-	err = l.Release(ctx)
-	<-rolledBack
+	// The unlock lands on the pool's other backend: Release sees the
+	// pooler and retries it there. PgBouncer hands a client the idle
+	// backend used last, so a's retries keep that backend even once b's
+	// transaction ends, if it ends during one of them: c pins that
+	// backend first, and a retry must then land on the holder's.
+	released := make(chan error, 1)
+	go func() { released <- l.Release(ctx) }()
+	admin := pgtest.Connect(t, dsn)
+	pgtest.WaitFor(t, "the unlock on the pool's other backend", func() bool {
+		var n int
+		err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND pid <> $1 AND pid <> pg_backend_pid()
+			  AND query LIKE '%advisory_unlock%'`, holder).Scan(&n)
+		return err == nil && n > 0
+	})
+	c := pgtest.Connect(t, via)
+	cTx, err := c.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cTx.Rollback(ctx)
+	if other := a3BackendOf(t, cTx.Conn()); other == holder {
+		t.Fatalf("c pinned the holder's backend %d", other)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err = <-released
 	if !errors.Is(err, alock.ErrPooler) {
 		t.Fatalf("Release through a transaction pooler: %v, want ErrPooler", err)
 	}
-	time.Sleep(200 * time.Millisecond)
 	if got := locktest.Holds(t, dsn, holder); len(got) != 0 {
 		t.Errorf("after Release failed with ErrPooler (Locked %v) the server still shows %v on backend %d, which the pool keeps serving", l.Locked(), got, holder)
 	}

@@ -180,8 +180,10 @@
 // gives back what it can, closes the connection and returns an error
 // wrapping ErrPooler and ErrLost. What it took on a backend that is not the
 // session's stays there if the unlock cannot reach that backend (a
-// transaction-mode pooler keeps serving it): another reason not to lock
-// through such a pooler. A record left by a connection closed while it held
+// transaction-mode pooler keeps serving it; the unlock is retried for about
+// a second, but PgBouncer gives a client the idle backend it used last, so
+// a retry lands on the session's backend only if that comes free while no
+// retry runs): another reason not to lock through such a pooler. A record left by a connection closed while it held
 // locks does not count once its backend shows none of them (a session-mode
 // pooler reset it, or its pid was reused). Clients in different processes whose
 // statements land on the same backend cannot be told apart, so on a plain

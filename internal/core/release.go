@@ -189,7 +189,9 @@ const (
 // that moved the unlock to another backend hands the session's own backend
 // to one of them: closing the connection does not end the locks of a
 // backend that a transaction-mode pooler keeps serving. Best effort, for
-// about a second.
+// about a second: PgBouncer hands a client the idle backend it used last,
+// so once a retry has run on another backend the next ones stay there
+// unless the session's backend came free between them.
 func (l *Lock) unlockOnOwnBackend(ctx context.Context, st statement) {
 	want := l.backendPID()
 	for i := range unlockTries {
