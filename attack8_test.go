@@ -310,7 +310,8 @@ func TestAttack8TryAfterLostWithSlowTracer(t *testing.T) {
 // ErrLost or its deadline (a failed open's error only while it had one
 // in flight); no open starts after Close returned; the server never sees
 // more than MaxSessions of the Locker's backends (besides terminated and
-// lost ones), and none once Close returned.
+// lost ones, and those of failed opens, which may linger as they exit),
+// and none once Close returned.
 func TestAttack8CloseRacesOpens(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
@@ -328,8 +329,17 @@ func TestAttack8CloseRacesOpens(t *testing.T) {
 	}
 	killer := pgtest.Connect(t, dsn)
 	var killerMu sync.Mutex
-	var killed []uint32
-	killedPIDs := func() []uint32 { killerMu.Lock(); defer killerMu.Unlock(); return slices.Clone(killed) }
+	// The backends of the opens the hook failed (refused, terminated or
+	// ended by Close): the server may still list one as it exits, after
+	// its client closed the connection and the Locker began a replacement.
+	var failedMu sync.Mutex
+	var failed []uint32
+	failedPIDs := func() []uint32 { failedMu.Lock(); defer failedMu.Unlock(); return slices.Clone(failed) }
+	fail := func(pid uint32) {
+		failedMu.Lock()
+		defer failedMu.Unlock()
+		failed = append(failed, pid)
+	}
 	var opens atomic.Int32
 	var failing atomic.Bool // after the first open
 	errHook := errors.New("a8 hook refuses")
@@ -345,15 +355,17 @@ func TestAttack8CloseRacesOpens(t *testing.T) {
 		case <-time.After(time.Duration(rand.IntN(150)) * time.Millisecond):
 		case <-ctx.Done():
 			time.Sleep(30 * time.Millisecond) // slow to notice, as a dial or TLS may be
+			fail(c.PID())
 			return ctx.Err()
 		}
 		switch rand.IntN(6) {
 		case 0:
+			fail(c.PID())
 			return errHook
 		case 1:
-			killerMu.Lock()
+			fail(c.PID())
+			killerMu.Lock() // one connection, opens in parallel
 			defer killerMu.Unlock()
-			killed = append(killed, c.PID())
 			_, err := killer.Exec(ctx, "SELECT pg_terminate_backend($1)", c.PID())
 			return err
 		}
@@ -368,7 +380,7 @@ func TestAttack8CloseRacesOpens(t *testing.T) {
 		}
 		failing.Store(true)
 		stop := make(chan struct{})
-		most := a4MaxBackends(t, dsn, app, stop, killedPIDs, lost.lostPIDs, admin.killedPIDs)
+		most := a4MaxBackends(t, dsn, app, stop, failedPIDs, lost.lostPIDs, admin.killedPIDs)
 		var wg sync.WaitGroup
 		var closedErrs, others atomic.Int32
 		for g := range 32 {
