@@ -103,3 +103,11 @@ func TellLostAt(lk *Locker, i int, cause error) {
 	lk.mu.Unlock()
 	s.tell(cause)
 }
+
+// SetOpenedHook makes f run in the goroutine that asked a Locker for an
+// open once the open ended, before it takes its result (see openedHook),
+// until the returned func is called. Not for parallel tests.
+func SetOpenedHook(f func()) (restore func()) {
+	openedHook = f
+	return func() { openedHook = nil }
+}

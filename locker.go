@@ -181,8 +181,9 @@ func (lk *Locker) session(ctx context.Context, wait bool) (s *lockerSession, err
 			break
 		}
 		if len(lk.sessions)+lk.opening < lk.opts.MaxSessions {
-			if s, err = lk.open(ctx); err == nil {
-				break
+			if s, err = lk.open(ctx, wait); err == nil {
+				lk.mu.Unlock() // counted by open
+				return s, nil
 			}
 		}
 		// A wait goes beside another one only if no session can be added:
@@ -320,57 +321,75 @@ func (lk *Locker) leastLoaded(waits bool) (s *lockerSession) {
 	return s
 }
 
-// open opens one more session; the caller holds lk.mu, which open releases
-// while it waits. The session is opened in a goroutine of its own, bounded
-// by the sessions' client bound and by Close but not by ctx: if ctx ends
-// first, open returns ctx's error and the session, once open, serves later
+// openedHook, if set (by a test, before any Locker runs), runs in the
+// goroutine that asked for an open once the open ended: it stands for that
+// goroutine running late.
+var openedHook func()
+
+// open opens one more session for a hold, or for a wait (wait), and counts
+// it for the caller as session does; the caller holds lk.mu, which open
+// releases while it waits. The session is counted in the step that lists
+// it, so that no other Lock takes a session opened for a wait first and
+// sends this one beside it, to poll there with no session left to open.
+// The session is opened in a goroutine of its own, bounded by the
+// sessions' client bound and by Close but not by ctx: if ctx ends first,
+// open returns ctx's error and the session, once open, serves later
 // acquisitions. So the Locker never abandons a connection half-open (whose
 // backend the server would list a moment after the Locker opened
 // another), and a short deadline does not waste a connection.
-func (lk *Locker) open(ctx context.Context) (*lockerSession, error) {
+func (lk *Locker) open(ctx context.Context, wait bool) (*lockerSession, error) {
 	lk.opening++
-	type result struct {
-		s   *lockerSession
-		err error
-	}
-	opened := make(chan result, 1)
+	// The open's outcome, guarded by lk.mu: done once it ended; gone if
+	// the caller left first.
+	var (
+		done, gone bool
+		opened     *lockerSession
+		openErr    error
+	)
+	ended := make(chan struct{})
 	lk.opens.Go(func() {
+		defer close(ended)
 		octx, cancel := context.WithTimeout(lk.life, lk.openBound)
 		defer cancel()
 		s, err := OpenConfig(octx, lk.cfg, &lk.opts.Session)
 		lk.mu.Lock()
 		lk.opening--
 		closed := lk.closed
-		var ls *lockerSession
 		if err == nil && !closed {
-			ls = &lockerSession{Session: s}
+			ls := &lockerSession{Session: s}
 			lk.sessions = append(lk.sessions, ls)
-			// A session free of waits: a Lock that came to poll beside
-			// another wait while it was opened moves there now, whether
-			// or not the acquisition that opened it is still there to
-			// claim it.
-			if len(lk.movers) > 0 {
+			if !gone {
+				opened = ls
+				lk.claim(ls, wait)
+			} else if len(lk.movers) > 0 {
+				// A session free of waits: a Lock that came to poll
+				// beside another wait while it was opened moves there.
 				lk.moveWaiters()
 			}
 		}
-		lk.mu.Unlock()
 		if closed { // the open failed because Close ended it, or it is not needed
-			if err == nil {
-				_ = s.Close(context.Background())
-			}
 			err = errLockerClosed
 		}
-		opened <- result{ls, err}
+		done, openErr = true, err
+		lk.mu.Unlock()
+		if closed && s != nil {
+			_ = s.Close(context.Background())
+		}
 	})
 	lk.mu.Unlock()
-	var r result
 	select {
-	case r = <-opened:
+	case <-ended:
 	case <-ctx.Done():
-		r.err = core.CtxErr(ctx)
+	}
+	if openedHook != nil {
+		openedHook()
 	}
 	lk.mu.Lock()
-	return r.s, r.err
+	if !done { // ctx ended first
+		gone = true
+		return nil, core.CtxErr(ctx)
+	}
+	return opened, openErr
 }
 
 // dropLost forgets the sessions that have ended and closed their

@@ -395,6 +395,72 @@ func TestLockerSpreadsWaitersArrivingTogether(t *testing.T) {
 	}
 }
 
+// TestLockerOpenerKeepsItsSession: Locks that come together and must wait
+// each wait on the server on a session of their own, up to MaxSessions,
+// however late a goroutine that opened a session for its wait runs after
+// the open: here another Lock (c) comes and waits meanwhile. Before, c
+// could take that session first, and the opener went to poll beside c's
+// wait, with a session left to open and nothing to open it (3 waits on
+// the server for 4 Locks, seen under load).
+func TestLockerOpenerKeepsItsSession(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	const app, n = "alock_locker_opener", 4
+	lk := newLocker(t, dsn, app, &alock.LockerOptions{MaxSessions: n + 1})
+	outsider := holdKeys(t, dsn, 100, 101, 102, 103, 104)
+	admin := pgtest.Connect(t, dsn)
+	var adminMu sync.Mutex
+	waitingFor := func(key int64) bool {
+		adminMu.Lock()
+		defer adminMu.Unlock()
+		var w bool
+		err := admin.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory'
+			AND NOT granted AND objid = $1
+			AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))`, key).Scan(&w)
+		return err == nil && w
+	}
+	got := make(chan error, n+1)
+	acquire := func(key int64) {
+		l := lk.NewExclusive(alock.Key(key))
+		err := l.Acquire(ctx)
+		if err == nil {
+			err = l.Release(ctx)
+		}
+		got <- err
+	}
+	var late atomic.Bool
+	defer alock.SetOpenedHook(func() {
+		if late.Swap(true) {
+			return
+		}
+		// The first opener runs late: c comes and waits.
+		go acquire(100 + n)
+		for start := time.Now(); !waitingFor(100 + n); time.Sleep(5 * time.Millisecond) {
+			if time.Since(start) > 10*time.Second {
+				t.Errorf("c does not wait on the server")
+				return
+			}
+		}
+	})()
+	for k := range n { // they come together: all try on the first session
+		go acquire(int64(100 + k))
+	}
+	pgtest.WaitFor(t, "a wait on the server for each Lock", func() bool {
+		adminMu.Lock()
+		defer adminMu.Unlock()
+		_, _, waiting := backendsOn(t, admin, app)
+		return waiting == n+1
+	})
+	if err := outsider.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range n + 1 {
+		if err := <-got; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestLockerReopensWithinMaxSessions: when every session is lost, goroutines
 // that come at once open no more than MaxSessions new ones between them.
 func TestLockerReopensWithinMaxSessions(t *testing.T) {
