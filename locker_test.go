@@ -397,6 +397,10 @@ func TestLockerSpreadsWaitersArrivingTogether(t *testing.T) {
 
 // TestLockerReopensWithinMaxSessions: when every session is lost, goroutines
 // that come at once open no more than MaxSessions new ones between them.
+// The terminated backend may stay listed in pg_stat_activity as it exits,
+// after the Locker was told and closed its connection, so the test waits
+// for it to leave before the goroutines come: then the server's count is
+// the new sessions only.
 func TestLockerReopensWithinMaxSessions(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
@@ -406,14 +410,22 @@ func TestLockerReopensWithinMaxSessions(t *testing.T) {
 	if err := first.Acquire(ctx); err != nil {
 		t.Fatal(err)
 	}
+	admin := pgtest.Connect(t, dsn)
 	var pid uint32
-	if err := pgtest.Connect(t, dsn).QueryRow(ctx,
+	if err := admin.QueryRow(ctx,
 		`SELECT pid FROM pg_stat_activity WHERE application_name = 'alock_locker_reopen'`).Scan(&pid); err != nil {
 		t.Fatal(err)
 	}
 	terminate(t, dsn, pid)
 	<-first.Lost()
 	pgtest.WaitFor(t, "the lost session to be dropped", func() bool { return lk.Stat().Sessions == 0 })
+	pgtest.WaitFor(t, "the terminated backend to leave pg_stat_activity", func() bool {
+		var listed bool
+		if err := admin.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1)`, pid).Scan(&listed); err != nil {
+			t.Fatal(err)
+		}
+		return !listed
+	})
 	var wg sync.WaitGroup
 	for k := range 20 {
 		wg.Go(func() {
