@@ -212,10 +212,11 @@ func TestLockerOpenOutlivesTheAcquireThatStartedIt(t *testing.T) {
 	if err := l.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// Close while an open stalls: it ends the open.
+	// Close while an open stalls: it ends the open. (release is closed:
+	// this stall lasts until the open's ctx ends.)
 	terminate(t, dsn, alock.LockerLoads(lk)[0].PID)
 	gone()
-	stall.Store(1)
+	stall.Store(2)
 	go func() {
 		c, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 		defer cancel()
@@ -266,7 +267,7 @@ func endingOpens(t *testing.T, dsn, app string) (cfg *pgx.ConnConfig, opens, kil
 
 // stallingOpens returns a ConnConfig for app whose AfterConnect counts the
 // opens and, while *stall is set, holds the next one until release closes
-// (or its ctx ends).
+// (or its ctx ends); with *stall 2, until its ctx ends, release or not.
 func stallingOpens(t *testing.T, dsn, app string) (cfg *pgx.ConnConfig, opens, stall *atomic.Int32, release chan struct{}) {
 	t.Helper()
 	cfg, err := pgx.ParseConfig(withParam(dsn, "application_name", app))
@@ -277,11 +278,15 @@ func stallingOpens(t *testing.T, dsn, app string) (cfg *pgx.ConnConfig, opens, s
 	release = make(chan struct{})
 	cfg.AfterConnect = func(ctx context.Context, _ *pgconn.PgConn) error {
 		opens.Add(1)
-		if stall.Swap(0) == 0 {
+		released := release
+		switch stall.Swap(0) {
+		case 0:
 			return nil
+		case 2:
+			released = nil
 		}
 		select {
-		case <-release:
+		case <-released:
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
