@@ -848,8 +848,10 @@ func TestAttack2LockerExclusiveNotStarved(t *testing.T) {
 
 // TestAttack2LockerLeadKill: two Lockers campaign for one id; the leader's
 // backend is terminated: its fn's ctx ends with a cause wrapping ErrLost,
-// its Lead returns an error wrapping ErrLost, and the other leads within a
-// second, with a larger token.
+// its Lead returns an error wrapping ErrLost, and the other, waiting on the
+// server, leads with a larger token. No time is promised for the takeover
+// (a lost leader lets a waiting campaigner in as any release does), so the
+// 10 s after the kill only guard against a hang.
 func TestAttack2LockerLeadKill(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
@@ -878,8 +880,12 @@ func TestAttack2LockerLeadKill(t *testing.T) {
 	go lead("a", a)
 	first := <-terms
 	go lead("b", b)
-	time.Sleep(300 * time.Millisecond)
 	admin := pgtest.Connect(t, dsn)
+	other := map[string]string{"a": "b", "b": "a"}[first.who]
+	pgtest.WaitFor(t, "the other campaigner to wait on the server", func() bool {
+		_, _, waiting := backendsOn(t, admin, "a2_lead_"+other)
+		return waiting == 1
+	})
 	var victim uint32
 	if err := admin.QueryRow(ctx, `SELECT pid FROM pg_stat_activity WHERE application_name = $1`, "a2_lead_"+first.who).Scan(&victim); err != nil {
 		t.Fatal(err)
@@ -887,6 +893,7 @@ func TestAttack2LockerLeadKill(t *testing.T) {
 	killed := time.Now()
 	terminate(t, dsn, victim)
 	var ended, second term
+	guard := time.After(10 * time.Second)
 	for range 2 {
 		select {
 		case tm := <-terms:
@@ -895,16 +902,17 @@ func TestAttack2LockerLeadKill(t *testing.T) {
 			} else {
 				second = tm
 			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("no new term and no end within 5 s of the kill")
+		case <-guard:
+			t.Fatal("no new term or no end within 10 s of the kill")
 		}
 	}
 	if !errors.Is(ended.cause, alock.ErrLost) {
 		t.Errorf("the killed leader's fn ctx cause: %v, want ErrLost", ended.cause)
 	}
-	if second.who == first.who || second.at.Sub(killed) > time.Second {
-		t.Errorf("second term %+v, %v after the kill; want the other Locker within a second", second, second.at.Sub(killed))
+	if second.who != other {
+		t.Errorf("second term %+v, %v after the kill; want the other Locker's", second, second.at.Sub(killed))
 	}
+	t.Logf("the other Locker led %v after the kill", second.at.Sub(killed))
 	if second.token <= first.token {
 		t.Errorf("tokens %d then %d", first.token, second.token)
 	}
