@@ -913,9 +913,11 @@ func TestAttack5CloseWithMovingWaiters(t *testing.T) {
 // TestAttack5FreedLocksReachWaitersPromptly: a Locker (MaxSessions 2)
 // with six Locks waiting for six ids that six other connections hold (two
 // wait on the server, four poll); the ids are let go one at a time, 150
-// ms apart, in a random order. Each waiter must have its id within 1 s
-// of the release (a waiter on the server at once, a poller within its 200
-// ms bound; pollers move to the sessions the granted waiters leave).
+// ms apart, in a random order. Each waiter must have its id within the
+// pollers' bound of the release (a waiter on the server at once, a poller
+// within 200 ms: README, "the others poll with try-locks every 5–200 ms";
+// pollers move to the sessions the granted waiters leave), plus 3 s of
+// slack for a loaded machine.
 func TestAttack5FreedLocksReachWaitersPromptly(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
@@ -927,7 +929,7 @@ func TestAttack5FreedLocksReachWaitersPromptly(t *testing.T) {
 	for i := range n {
 		holders[i] = holdKeys(t, dsn, int64(100+i))
 	}
-	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	got := make(chan struct {
 		k  int
@@ -966,7 +968,7 @@ func TestAttack5FreedLocksReachWaitersPromptly(t *testing.T) {
 	for g := range got {
 		d := g.at.Sub(freed[g.k])
 		lat = append(lat, d)
-		if d > time.Second { // a poller's bound is 200 ms; the rest is slack for a loaded machine
+		if d > 200*time.Millisecond+3*time.Second { // a poller's bound, and slack for a loaded machine
 			t.Errorf("waiter %d had its id %v after the release", g.k, d)
 		}
 	}
