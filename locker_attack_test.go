@@ -466,7 +466,10 @@ func TestAttack2LockerWaiterSurvivesSessionLoss(t *testing.T) {
 // TestAttack2LockerCancelCausePhases: an Acquire cancelled with a cause
 // while queued in the process, while polling at the session, and while
 // waiting at the server returns an error matching ctx.Err() and the
-// cause, leaves the queue, and holds nothing; Stat goes back to 0.
+// cause, leaves the queue, and holds nothing; Stat goes back to 0. It
+// returns within CleanupTimeout (which bounds "delivering a cancel request,
+// waiting for the cancelled statement, and giving back what a failed
+// acquisition took") plus 3 s of slack for a loaded machine.
 func TestAttack2LockerCancelCausePhases(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
@@ -500,6 +503,7 @@ func TestAttack2LockerCancelCausePhases(t *testing.T) {
 	}
 	pgtest.WaitFor(t, "three waiting", func() bool { return lk.Stat().Waiting == 3 })
 	time.Sleep(300 * time.Millisecond)
+	const bound = alock.CleanupTimeout + 3*time.Second
 	for i, p := range phases {
 		start := time.Now()
 		cancels[i](cause)
@@ -508,11 +512,11 @@ func TestAttack2LockerCancelCausePhases(t *testing.T) {
 			if !errors.Is(err, context.Canceled) || !errors.Is(err, cause) {
 				t.Errorf("%s: %v, want Canceled and the cause", p.name, err)
 			}
-			if time.Since(start) > time.Second {
-				t.Errorf("%s: returned %v after the cancel", p.name, time.Since(start))
+			if took := time.Since(start); took > bound {
+				t.Errorf("%s: returned %v after the cancel, more than CleanupTimeout and slack (%v)", p.name, took, bound)
 			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("%s: Acquire did not return after the cancel", p.name)
+		case <-time.After(2 * bound):
+			t.Fatalf("%s: Acquire did not return %v after the cancel", p.name, 2*bound)
 		}
 		if p.l.Locked() {
 			t.Errorf("%s: Locked after a cancelled Acquire", p.name)
@@ -528,7 +532,7 @@ func TestAttack2LockerCancelCausePhases(t *testing.T) {
 	expectLockerAtRest(t, lk, "Stat")
 	// The queue was left: the ids are free in the process.
 	for _, p := range phases[2:] {
-		tctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		tctx, cancel := context.WithTimeout(ctx, 10*time.Second) // a hang guard
 		ok, err := p.l.TryAcquire(tctx)
 		cancel()
 		if !ok || err != nil {
