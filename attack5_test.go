@@ -300,7 +300,9 @@ func a5Hot(t *testing.T, dsn string, k int64) {
 // wait. Then the second session's waiter is granted and goes: the poller
 // must move to the session now free of waits and wait on the server there,
 // and get the hot id within a few of its releases, not starve polling
-// beside the first waiter (whose wait each of its tries breaks).
+// beside the first waiter (whose wait each of its tries breaks). The docs
+// promise the move "as soon as a session carries none", with no figure:
+// 10 s is a hang guard, which a poller that stays practically never meets.
 func TestAttack5PollerMovesToFreedSession(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
@@ -335,10 +337,10 @@ func TestAttack5PollerMovesToFreedSession(t *testing.T) {
 	got := make(chan time.Time, 1)
 	wg.Go(func() { // polls for the hot 102
 		l := lk.NewExclusive(alock.Key(102))
-		actx, cancel := context.WithTimeout(wctx, 4*time.Second)
-		defer cancel()
-		if err := l.Acquire(actx); err != nil {
-			t.Errorf("the hot id 102 not acquired: %v", err)
+		if err := l.Acquire(wctx); err != nil {
+			if !errors.Is(err, context.Canceled) { // ended by the bound below
+				t.Errorf("the hot id 102 not acquired: %v", err)
+			}
 			close(got)
 			return
 		}
@@ -353,11 +355,13 @@ func TestAttack5PollerMovesToFreedSession(t *testing.T) {
 	if err := second.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if at, ok := <-got; ok {
-		t.Logf("the poller got the hot id %v after the second session was freed", at.Sub(freed))
-		if d := at.Sub(freed); d > time.Second {
-			t.Errorf("the poller got the hot id only %v after a session was free of waits", d)
+	select {
+	case at, ok := <-got:
+		if ok {
+			t.Logf("the poller got the hot id %v after the second session was freed", at.Sub(freed))
 		}
+	case <-time.After(10 * time.Second):
+		t.Errorf("the poller has not got the hot id 10 s after a session was free of waits")
 	}
 	cancel()
 }
@@ -913,9 +917,11 @@ func TestAttack5CloseWithMovingWaiters(t *testing.T) {
 // TestAttack5FreedLocksReachWaitersPromptly: a Locker (MaxSessions 2)
 // with six Locks waiting for six ids that six other connections hold (two
 // wait on the server, four poll); the ids are let go one at a time, 150
-// ms apart, in a random order. Each waiter must have its id within 1 s
-// of the release (a waiter on the server at once, a poller within its 200
-// ms bound; pollers move to the sessions the granted waiters leave).
+// ms apart, in a random order. Each waiter must have its id within the
+// pollers' bound of the release (a waiter on the server at once, a poller
+// within 200 ms: README, "the others poll with try-locks every 5–200 ms";
+// pollers move to the sessions the granted waiters leave), plus 3 s of
+// slack for a loaded machine.
 func TestAttack5FreedLocksReachWaitersPromptly(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
@@ -927,7 +933,7 @@ func TestAttack5FreedLocksReachWaitersPromptly(t *testing.T) {
 	for i := range n {
 		holders[i] = holdKeys(t, dsn, int64(100+i))
 	}
-	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	got := make(chan struct {
 		k  int
@@ -966,7 +972,7 @@ func TestAttack5FreedLocksReachWaitersPromptly(t *testing.T) {
 	for g := range got {
 		d := g.at.Sub(freed[g.k])
 		lat = append(lat, d)
-		if d > time.Second { // a poller's bound is 200 ms; the rest is slack for a loaded machine
+		if d > 200*time.Millisecond+3*time.Second { // a poller's bound, and slack for a loaded machine
 			t.Errorf("waiter %d had its id %v after the release", g.k, d)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/pgalock/alock"
 	"github.com/pgalock/alock/internal/pgserver"
+	"github.com/pgalock/alock/internal/pgtest"
 )
 
 // failover is a primary with a streaming standby, and a multi-host
@@ -149,7 +150,7 @@ func TestFailoverAsynchronous(t *testing.T) {
 			before := drawTokens(t, s, 100)
 			if lag > 0 { // stop the WAL receiver: what follows never reaches the standby
 				sqlOn(t, f.standby.ConnString("postgres"), "ALTER SYSTEM SET primary_conninfo = ''", "SELECT pg_reload_conf()")
-				time.Sleep(500 * time.Millisecond)
+				waitNoWALReceiver(t, f.standby.ConnString("postgres"))
 				before = max(before, drawTokens(t, s, lag))
 			}
 			held := s.NewExclusive(alock.Key(7))
@@ -165,6 +166,26 @@ func TestFailoverAsynchronous(t *testing.T) {
 			}
 		})
 	}
+}
+
+// waitNoWALReceiver waits until the standby at connString has no WAL
+// receiver (pg_stat_wal_receiver lists a running one only): after a reload
+// that empties primary_conninfo, its startup process stops the receiver in
+// its own time.
+func waitNoWALReceiver(t *testing.T, connString string) {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), connString)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	pgtest.WaitFor(t, "the standby's WAL receiver to stop", func() bool {
+		var n int
+		if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM pg_stat_wal_receiver").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 0
+	})
 }
 
 // portOf returns the port of the server that connString reaches.

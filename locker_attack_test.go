@@ -466,7 +466,10 @@ func TestAttack2LockerWaiterSurvivesSessionLoss(t *testing.T) {
 // TestAttack2LockerCancelCausePhases: an Acquire cancelled with a cause
 // while queued in the process, while polling at the session, and while
 // waiting at the server returns an error matching ctx.Err() and the
-// cause, leaves the queue, and holds nothing; Stat goes back to 0.
+// cause, leaves the queue, and holds nothing; Stat goes back to 0. It
+// returns within CleanupTimeout (which bounds "delivering a cancel request,
+// waiting for the cancelled statement, and giving back what a failed
+// acquisition took") plus 3 s of slack for a loaded machine.
 func TestAttack2LockerCancelCausePhases(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
@@ -500,6 +503,7 @@ func TestAttack2LockerCancelCausePhases(t *testing.T) {
 	}
 	pgtest.WaitFor(t, "three waiting", func() bool { return lk.Stat().Waiting == 3 })
 	time.Sleep(300 * time.Millisecond)
+	const bound = alock.CleanupTimeout + 3*time.Second
 	for i, p := range phases {
 		start := time.Now()
 		cancels[i](cause)
@@ -508,11 +512,11 @@ func TestAttack2LockerCancelCausePhases(t *testing.T) {
 			if !errors.Is(err, context.Canceled) || !errors.Is(err, cause) {
 				t.Errorf("%s: %v, want Canceled and the cause", p.name, err)
 			}
-			if time.Since(start) > time.Second {
-				t.Errorf("%s: returned %v after the cancel", p.name, time.Since(start))
+			if took := time.Since(start); took > bound {
+				t.Errorf("%s: returned %v after the cancel, more than CleanupTimeout and slack (%v)", p.name, took, bound)
 			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("%s: Acquire did not return after the cancel", p.name)
+		case <-time.After(2 * bound):
+			t.Fatalf("%s: Acquire did not return %v after the cancel", p.name, 2*bound)
 		}
 		if p.l.Locked() {
 			t.Errorf("%s: Locked after a cancelled Acquire", p.name)
@@ -528,7 +532,7 @@ func TestAttack2LockerCancelCausePhases(t *testing.T) {
 	expectLockerAtRest(t, lk, "Stat")
 	// The queue was left: the ids are free in the process.
 	for _, p := range phases[2:] {
-		tctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		tctx, cancel := context.WithTimeout(ctx, 10*time.Second) // a hang guard
 		ok, err := p.l.TryAcquire(tctx)
 		cancel()
 		if !ok || err != nil {
@@ -704,8 +708,11 @@ func TestAttack2LockerCloseRacesTraffic(t *testing.T) {
 
 // TestAttack2LockerKillRacesTraffic: terminate one of the Locker's backends
 // while goroutines use its Locks. The only errors are losses (ErrLost);
-// MaxSessions is never exceeded (pg_stat_activity); acquisitions after the
-// loss succeed on a replacement; at quiescence pg_locks matches the Locks.
+// MaxSessions is never exceeded (pg_stat_activity, less the terminated
+// backend and those of sessions the Locker was told it lost, which may stay
+// listed as they exit after the replacement opened: see a4MaxBackends);
+// acquisitions after the loss succeed on a replacement; at quiescence
+// pg_locks matches the Locks.
 func TestAttack2LockerKillRacesTraffic(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
@@ -713,23 +720,11 @@ func TestAttack2LockerKillRacesTraffic(t *testing.T) {
 	ctx := context.Background()
 	const app = "a2_kill_race"
 	holdKeys(t, dsn, 5)
-	lk := newLocker(t, dsn, app, &alock.LockerOptions{MaxSessions: 2})
+	opts, lost := a4LostOptions(2)
+	lk := newLocker(t, dsn, app, opts)
 	locks := a2LockerLocks(lk)
 	stop := make(chan struct{})
-	var sampler sync.WaitGroup
-	var maxSeen atomic.Int32
-	sampler.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-			if n := len(srv.pids(app)); int32(n) > maxSeen.Load() {
-				maxSeen.Store(int32(n))
-			}
-		}
-	})
+	most := a4MaxBackends(t, dsn, app, stop, srv.killedPIDs, lost.lostPIDs)
 	deadline := time.Now().Add(3 * time.Second)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -765,20 +760,19 @@ func TestAttack2LockerKillRacesTraffic(t *testing.T) {
 		})
 	}
 	time.Sleep(time.Second)
-	admin := pgtest.Connect(t, dsn)
-	var victim uint32
-	if err := admin.QueryRow(ctx, `SELECT pid FROM pg_stat_activity WHERE application_name = $1 ORDER BY pid LIMIT 1`, app).Scan(&victim); err != nil {
-		t.Fatal(err)
+	pids := srv.pids(app)
+	if len(pids) == 0 {
+		t.Fatal("the Locker has no session")
 	}
-	terminate(t, dsn, victim)
+	srv.kill(slices.Min(pids))
 	if !within(t, 20*time.Second, "the workers", wg.Wait) {
 		t.FailNow()
 	}
 	close(stop)
-	sampler.Wait()
-	t.Logf("%d losses reported; at most %d sessions seen", lostN.Load(), maxSeen.Load())
-	if maxSeen.Load() > 2 {
-		t.Errorf("%d sessions seen, MaxSessions is 2", maxSeen.Load())
+	maxSeen := most()
+	t.Logf("%d losses reported; at most %d sessions seen", lostN.Load(), maxSeen)
+	if maxSeen > 2 {
+		t.Errorf("%d sessions seen, MaxSessions is 2", maxSeen)
 	}
 	// Locks the workers still count and that report the loss are dropped.
 	for l, n := range held {
@@ -858,8 +852,10 @@ func TestAttack2LockerExclusiveNotStarved(t *testing.T) {
 
 // TestAttack2LockerLeadKill: two Lockers campaign for one id; the leader's
 // backend is terminated: its fn's ctx ends with a cause wrapping ErrLost,
-// its Lead returns an error wrapping ErrLost, and the other leads within a
-// second, with a larger token.
+// its Lead returns an error wrapping ErrLost, and the other, waiting on the
+// server, leads with a larger token. No time is promised for the takeover
+// (a lost leader lets a waiting campaigner in as any release does), so the
+// 10 s after the kill only guard against a hang.
 func TestAttack2LockerLeadKill(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
@@ -888,8 +884,12 @@ func TestAttack2LockerLeadKill(t *testing.T) {
 	go lead("a", a)
 	first := <-terms
 	go lead("b", b)
-	time.Sleep(300 * time.Millisecond)
 	admin := pgtest.Connect(t, dsn)
+	other := map[string]string{"a": "b", "b": "a"}[first.who]
+	pgtest.WaitFor(t, "the other campaigner to wait on the server", func() bool {
+		_, _, waiting := backendsOn(t, admin, "a2_lead_"+other)
+		return waiting == 1
+	})
 	var victim uint32
 	if err := admin.QueryRow(ctx, `SELECT pid FROM pg_stat_activity WHERE application_name = $1`, "a2_lead_"+first.who).Scan(&victim); err != nil {
 		t.Fatal(err)
@@ -897,6 +897,7 @@ func TestAttack2LockerLeadKill(t *testing.T) {
 	killed := time.Now()
 	terminate(t, dsn, victim)
 	var ended, second term
+	guard := time.After(10 * time.Second)
 	for range 2 {
 		select {
 		case tm := <-terms:
@@ -905,16 +906,17 @@ func TestAttack2LockerLeadKill(t *testing.T) {
 			} else {
 				second = tm
 			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("no new term and no end within 5 s of the kill")
+		case <-guard:
+			t.Fatal("no new term or no end within 10 s of the kill")
 		}
 	}
 	if !errors.Is(ended.cause, alock.ErrLost) {
 		t.Errorf("the killed leader's fn ctx cause: %v, want ErrLost", ended.cause)
 	}
-	if second.who == first.who || second.at.Sub(killed) > time.Second {
-		t.Errorf("second term %+v, %v after the kill; want the other Locker within a second", second, second.at.Sub(killed))
+	if second.who != other {
+		t.Errorf("second term %+v, %v after the kill; want the other Locker's", second, second.at.Sub(killed))
 	}
+	t.Logf("the other Locker led %v after the kill", second.at.Sub(killed))
 	if second.token <= first.token {
 		t.Errorf("tokens %d then %d", first.token, second.token)
 	}

@@ -164,9 +164,23 @@ func TestLockerOpenOutlivesTheAcquireThatStartedIt(t *testing.T) {
 	if err := held.Acquire(ctx); err != nil {
 		t.Fatal(err)
 	}
+	admin := pgtest.Connect(t, dsn)
+	// gone waits until the lost session's connection is closed (the
+	// Locker opens a replacement only then: an Acquire of 100 ms started
+	// before would give up without one) and its backend has left
+	// pg_stat_activity (so that the server's count is the new session's).
+	gone := func() {
+		t.Helper()
+		pgtest.WaitFor(t, "the lost session's connection to be closed", func() bool { return lk.Stat().Sessions == 0 })
+		pgtest.WaitFor(t, "the lost backend to leave pg_stat_activity", func() bool {
+			sessions, _, _ := backendsOn(t, admin, app)
+			return sessions == 0
+		})
+	}
 	terminate(t, dsn, alock.LockerLoads(lk)[0].PID)
 	<-held.Lost()
 	_ = held.Release(ctx)
+	gone()
 	stall.Store(1)
 	short, cancelShort := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer cancelShort()
@@ -178,7 +192,9 @@ func TestLockerOpenOutlivesTheAcquireThatStartedIt(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("Acquire returned %v after its 100 ms deadline", d)
 	}
-	admin := pgtest.Connect(t, dsn)
+	// The open may reach the server after the Acquire gave up: the stall
+	// (AfterConnect) is where it has a backend.
+	pgtest.WaitFor(t, "the open to reach the stall", func() bool { return opens.Load() == 2 })
 	if sessions, _, _ := backendsOn(t, admin, app); sessions != 1 {
 		t.Errorf("the server sees %d sessions while one is being opened", sessions)
 	}
@@ -196,10 +212,11 @@ func TestLockerOpenOutlivesTheAcquireThatStartedIt(t *testing.T) {
 	if err := l.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// Close while an open stalls: it ends the open.
+	// Close while an open stalls: it ends the open. (release is closed:
+	// this stall lasts until the open's ctx ends.)
 	terminate(t, dsn, alock.LockerLoads(lk)[0].PID)
-	pgtest.WaitFor(t, "the loss", func() bool { return len(alock.LockerLoads(lk)) == 0 })
-	stall.Store(1)
+	gone()
+	stall.Store(2)
 	go func() {
 		c, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 		defer cancel()
@@ -250,7 +267,7 @@ func endingOpens(t *testing.T, dsn, app string) (cfg *pgx.ConnConfig, opens, kil
 
 // stallingOpens returns a ConnConfig for app whose AfterConnect counts the
 // opens and, while *stall is set, holds the next one until release closes
-// (or its ctx ends).
+// (or its ctx ends); with *stall 2, until its ctx ends, release or not.
 func stallingOpens(t *testing.T, dsn, app string) (cfg *pgx.ConnConfig, opens, stall *atomic.Int32, release chan struct{}) {
 	t.Helper()
 	cfg, err := pgx.ParseConfig(withParam(dsn, "application_name", app))
@@ -261,11 +278,15 @@ func stallingOpens(t *testing.T, dsn, app string) (cfg *pgx.ConnConfig, opens, s
 	release = make(chan struct{})
 	cfg.AfterConnect = func(ctx context.Context, _ *pgconn.PgConn) error {
 		opens.Add(1)
-		if stall.Swap(0) == 0 {
+		released := release
+		switch stall.Swap(0) {
+		case 0:
 			return nil
+		case 2:
+			released = nil
 		}
 		select {
-		case <-release:
+		case <-released:
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()

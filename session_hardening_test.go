@@ -108,7 +108,10 @@ func TestSessionIdleSessionTimeout(t *testing.T) {
 
 // TestSessionCloseHonoursCtx closes Sessions idle for about parkDelay, the
 // moment the watchdog takes the connection to park, with and without
-// keepalive probes.
+// keepalive probes. Close with a 1 s ctx must return by the end of ctx
+// (Session.Close: it "waits for a statement in progress until ctx ends;
+// then it breaks that statement off"), plus 3 s of slack for a loaded
+// machine; 10 s is the hang guard.
 func TestSessionCloseHonoursCtx(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
@@ -125,12 +128,12 @@ func TestSessionCloseHonoursCtx(t *testing.T) {
 			go func() { done <- s.Close(ctx) }()
 			select {
 			case <-done:
-			case <-time.After(3 * time.Second):
-				t.Fatalf("Close with a 1 s ctx has not returned after 3 s (keepalive %v, try %d)", keepalive, i)
+			case <-time.After(10 * time.Second):
+				t.Fatalf("Close with a 1 s ctx has not returned after 10 s (keepalive %v, try %d)", keepalive, i)
 			}
 			cancel()
-			if took := time.Since(start); took > 1500*time.Millisecond {
-				t.Errorf("Close took %v (keepalive %v)", took, keepalive)
+			if took := time.Since(start); took > time.Second+3*time.Second {
+				t.Errorf("Close with a 1 s ctx took %v, more than the ctx and 3 s of slack (keepalive %v, try %d)", took, keepalive, i)
 			}
 			if err := s.Err(); !errors.Is(err, alock.ErrClosed) || errors.Is(err, alock.ErrLost) {
 				t.Fatalf("Err after Close: %v, want ErrClosed and not ErrLost", err)
