@@ -481,7 +481,8 @@ func TestAttack5TwoLockersExcludeUnderWaits(t *testing.T) {
 
 // TestAttack5LeadTwoLockersWithKills: two fenced Lockers, three
 // goroutines each campaigning in a loop for one id (terms of 10-60 ms),
-// while a backend of either is terminated every 100-200 ms for 2 s. Two
+// while a backend of either is terminated every 100-200 ms, for 2 s and
+// until 20 terms have run (20 s at most: fewer terms then fail). Two
 // terms overlap only when the earlier one was lost (its backend killed:
 // the server let the other in before the old leader could be told; its
 // Lead returns an error wrapping ErrLost), and then it ends within a
@@ -504,7 +505,9 @@ func TestAttack5LeadTwoLockersWithKills(t *testing.T) {
 	var mu sync.Mutex
 	var terms []term
 	var bad a4Errs
-	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	const minTerms, minRun, maxRun = 20, 2 * time.Second, 20 * time.Second
+	begin := time.Now()
+	lctx, cancel := context.WithTimeout(ctx, maxRun)
 	defer cancel()
 	var wg sync.WaitGroup
 	for g := range 6 {
@@ -542,7 +545,14 @@ func TestAttack5LeadTwoLockersWithKills(t *testing.T) {
 			admin.kill(pids[rand.N(len(pids))])
 			kills++
 		}
+		mu.Lock()
+		enough := len(terms) >= minTerms
+		mu.Unlock()
+		if enough && time.Since(begin) >= minRun {
+			cancel()
+		}
 	}
+	ran := time.Since(begin)
 	if !within(t, 10*time.Second, "the campaigners", wg.Wait) {
 		t.FailNow()
 	}
@@ -575,9 +585,9 @@ func TestAttack5LeadTwoLockersWithKills(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d terms, %d kills, %d terms lost, %d overlaps (all after a kill)", len(terms), kills, lost, overlaps)
-	if len(terms) < 10 {
-		t.Errorf("only %d terms in 2 s", len(terms))
+	t.Logf("%d terms in %v, %d kills, %d terms lost, %d overlaps (all after a kill)", len(terms), ran.Round(time.Millisecond), kills, lost, overlaps)
+	if len(terms) < minTerms {
+		t.Errorf("only %d terms in %v", len(terms), ran.Round(time.Millisecond))
 	}
 }
 

@@ -3,8 +3,10 @@ package alock_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -103,34 +105,79 @@ func TestPlainConnThroughTransactionPooler(t *testing.T) {
 }
 
 // TestTwoClientsThroughTransactionPooler is the scenario the pid check
-// exists for: five clients of a transaction-mode pool take one exclusive
-// lock, five rounds each. Without it they all got it at once, without an
-// error; now a Lock whose statement ran on another backend than its
-// session's, or on the backend whose locks another connection holds, fails
-// with ErrPooler, and no two hold at once.
+// exists for: five clients of a transaction-mode pool (two backends) take
+// one exclusive lock, five rounds each. Without it they all got it at once,
+// without an error; now a Lock whose statement ran on another backend than
+// its session's, or on the backend whose locks another connection holds,
+// fails with ErrPooler, and no two hold at once. The clients connect first
+// and start together, and the first to hold keeps the lock until every other
+// client's first Acquire has returned or waits on the server: at most one
+// can wait (on the other backend), so the rest must have run on the holder's
+// backend while it held, which the check must refuse.
 func TestTwoClientsThroughTransactionPooler(t *testing.T) {
 	t.Parallel()
-	_, via := startBouncer(t, "transaction")
+	const clients = 5
+	dsn, via := startBouncer(t, "transaction")
+	admin := pgtest.Connect(t, dsn) // the first holder's, to see the waits
+	// A hang guard: a hold left on a pooled backend (which only a defect, or
+	// Release's best effort failing, leaves) would make the others wait for ever.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	var (
 		mu            sync.Mutex
 		holders, most int
 		poolerErrs    int
 		otherErrs     []error
 		wg            sync.WaitGroup
-		ctx           = context.Background()
+		start         = make(chan struct{})
+		firstDone     atomic.Int32 // clients whose first Acquire has returned
+		held          atomic.Bool  // set by the first client to hold
+		overlap       string       // what the first holder saw before it let go
 	)
-	for range 5 {
-		conn := pgtest.Connect(t, via)
+	conns := make([]*pgx.Conn, clients)
+	for i := range conns {
+		conns[i] = pgtest.Connect(t, via)
+	}
+	// othersReached holds until every client's first Acquire has returned
+	// or waits on the server (pg_locks: an ungranted advisory lock in the
+	// database), 10 s at most.
+	othersReached := func() string {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			var waiting int32
+			if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+				AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&waiting); err != nil {
+				return fmt.Sprintf("pg_locks: %v", err)
+			}
+			done := firstDone.Load()
+			if done+waiting >= clients {
+				return ""
+			}
+			if time.Now().After(deadline) {
+				return fmt.Sprintf("after 10 s, %d first Acquires had returned and %d waited on the server, of %d", done, waiting, clients)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	for _, conn := range conns {
 		wg.Go(func() {
 			l := alock.NewExclusive(conn, alock.Key(1))
-			for range 5 {
+			<-start
+			for round := range 5 {
 				err := l.Acquire(ctx)
+				if round == 0 {
+					firstDone.Add(1)
+				}
 				if err == nil {
 					mu.Lock()
 					holders++
 					most = max(most, holders)
 					mu.Unlock()
-					time.Sleep(5 * time.Millisecond)
+					if held.CompareAndSwap(false, true) {
+						overlap = othersReached()
+					} else {
+						time.Sleep(5 * time.Millisecond)
+					}
 					mu.Lock()
 					holders--
 					mu.Unlock()
@@ -149,8 +196,12 @@ func TestTwoClientsThroughTransactionPooler(t *testing.T) {
 			}
 		})
 	}
+	close(start)
 	wg.Wait()
 	t.Logf("at most %d holders at once; %d ErrPooler", most, poolerErrs)
+	if overlap != "" {
+		t.Errorf("the first holder waited for the others' first Acquire: %s", overlap)
+	}
 	if poolerErrs == 0 {
 		t.Fatalf("no ErrPooler through a transaction pooler (at most %d holders at once)", most)
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -68,6 +69,48 @@ func expectLost(t *testing.T, s *alock.Session, l *alock.Lock, bound time.Durati
 		t.Fatalf("Release after the loss: %v, want ErrLost", err)
 	}
 	return took
+}
+
+// watchStalls samples this process's scheduling every 10 ms until the test
+// ends. The func it returns gives the longest time the process went without
+// running the sampler: a stall (the machine's load, a GC pause, a SIGSTOP)
+// that held back the Sessions' timers as well.
+func watchStalls(t *testing.T) (longest func() time.Duration) {
+	var last, most atomic.Int64
+	last.Store(time.Now().UnixNano())
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			now := time.Now().UnixNano()
+			if gap := now - last.Swap(now); gap > most.Load() {
+				most.Store(gap)
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+	return func() time.Duration {
+		return time.Duration(max(most.Load(), time.Now().UnixNano()-last.Load()))
+	}
+}
+
+// fatalUnlessStalled fails t with the message, unless the process stalled
+// for longer than tolerance at once (see watchStalls): then the failure may
+// be the stall's, not the library's, and t is skipped saying so.
+func fatalUnlessStalled(t *testing.T, longest func() time.Duration, tolerance time.Duration, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if stall := longest(); stall > tolerance {
+		t.Skipf("no verdict: this process stalled for %v at once, more than the %v the test tolerates, and then: %s", stall, tolerance, msg)
+	}
+	pgtest.Fatalf(t, "%s", msg)
 }
 
 // TestSessionSignalsTerminatedBackend: a terminated backend is signalled
