@@ -61,10 +61,18 @@ func (a *a4Admin) a5PerPID(app string) (granted, waiting map[uint32]int) {
 // counted for ever on a session would send the first waiter's holds, or
 // the second waiter, elsewhere; a hold counted for ever would skew the
 // alternation. Stat must show nothing held or waiting before and after.
+// The phase before must first have settled: a session lost in it must have
+// closed its connection, and an open it began (which goes on after the
+// acquisition that needed it left) must have ended. Until then they count
+// against MaxSessions, and a hold that finds no session free of waits goes
+// beside the wait (on purpose) instead of waiting for another session.
 func a5Placement(t *testing.T, lk *alock.Locker, admin *a4Admin, app, phase string) {
 	t.Helper()
 	ctx := context.Background()
 	expectLockerAtRest(t, lk, fmt.Sprintf("%s: Stat before the check", phase))
+	pgtest.WaitFor(t, phase+": no session closing or opening", func() bool {
+		return lk.Stat().Sessions == len(alock.LockerLoads(lk)) && alock.LockerOpening(lk) == 0
+	})
 	wctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() {
