@@ -48,6 +48,13 @@ type LockerLoad struct {
 	Waits int
 }
 
+// LockerOpening returns how many sessions the Locker is opening.
+func LockerOpening(lk *Locker) int {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	return lk.opening
+}
+
 // LockerLoads returns the counts of the Locker's open sessions.
 func LockerLoads(lk *Locker) []LockerLoad {
 	lk.mu.Lock()
@@ -108,6 +115,6 @@ func TellLostAt(lk *Locker, i int, cause error) {
 // open once the open ended, before it takes its result (see openedHook),
 // until the returned func is called. Not for parallel tests.
 func SetOpenedHook(f func()) (restore func()) {
-	openedHook = f
-	return func() { openedHook = nil }
+	openedHook.Store(&f)
+	return func() { openedHook.Store(nil) }
 }

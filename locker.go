@@ -321,10 +321,9 @@ func (lk *Locker) leastLoaded(waits bool) (s *lockerSession) {
 	return s
 }
 
-// openedHook, if set (by a test, before any Locker runs), runs in the
-// goroutine that asked for an open once the open ended: it stands for that
-// goroutine running late.
-var openedHook func()
+// openedHook, if set (by a test), runs in the goroutine that asked for an
+// open once the open ended: it stands for that goroutine running late.
+var openedHook atomic.Pointer[func()]
 
 // open opens one more session for a hold, or for a wait (wait), and counts
 // it for the caller as session does; the caller holds lk.mu, which open
@@ -381,8 +380,8 @@ func (lk *Locker) open(ctx context.Context, wait bool) (*lockerSession, error) {
 	case <-ended:
 	case <-ctx.Done():
 	}
-	if openedHook != nil {
-		openedHook()
+	if hook := openedHook.Load(); hook != nil {
+		(*hook)()
 	}
 	lk.mu.Lock()
 	if !done { // ctx ended first

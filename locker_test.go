@@ -429,6 +429,8 @@ func TestLockerOpenerKeepsItsSession(t *testing.T) {
 		got <- err
 	}
 	var late atomic.Bool
+	// Restored once every Lock has returned (deferred first, run last), so
+	// that no open reads the hook as it changes.
 	defer alock.SetOpenedHook(func() {
 		if late.Swap(true) {
 			return
@@ -445,18 +447,26 @@ func TestLockerOpenerKeepsItsSession(t *testing.T) {
 	for k := range n { // they come together: all try on the first session
 		go acquire(int64(100 + k))
 	}
-	pgtest.WaitFor(t, "a wait on the server for each Lock", func() bool {
+	for start := time.Now(); ; time.Sleep(5 * time.Millisecond) {
 		adminMu.Lock()
-		defer adminMu.Unlock()
 		_, _, waiting := backendsOn(t, admin, app)
-		return waiting == n+1
-	})
+		adminMu.Unlock()
+		if waiting == n+1 {
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Errorf("%d waits on the server for %d Locks after 10 s", waiting, n+1)
+			break
+		}
+	}
+	// Every Lock gets its id once the outsider is gone, failed or not:
+	// the test ends only once they all returned.
 	if err := outsider.Close(ctx); err != nil {
-		t.Fatal(err)
+		t.Error(err)
 	}
 	for range n + 1 {
 		if err := <-got; err != nil {
-			t.Fatal(err)
+			t.Error(err)
 		}
 	}
 }
