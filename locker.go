@@ -338,12 +338,13 @@ var openedHook atomic.Pointer[func()]
 // another), and a short deadline does not waste a connection.
 func (lk *Locker) open(ctx context.Context, wait bool) (*lockerSession, error) {
 	lk.opening++
-	// The open's outcome, guarded by lk.mu: done once it ended; gone if
+	// The open's outcome, guarded by lk.mu: once it ended, the session
+	// (counted for the caller) or the error, whichever it gave; gone if
 	// the caller left first.
 	var (
-		done, gone bool
-		opened     *lockerSession
-		openErr    error
+		opened  *lockerSession
+		openErr error
+		gone    bool
 	)
 	ended := make(chan struct{})
 	lk.opens.Go(func() {
@@ -369,7 +370,7 @@ func (lk *Locker) open(ctx context.Context, wait bool) (*lockerSession, error) {
 		if closed { // the open failed because Close ended it, or it is not needed
 			err = errLockerClosed
 		}
-		done, openErr = true, err
+		openErr = err
 		lk.mu.Unlock()
 		if closed && s != nil {
 			_ = s.Close(context.Background())
@@ -384,7 +385,7 @@ func (lk *Locker) open(ctx context.Context, wait bool) (*lockerSession, error) {
 		(*hook)()
 	}
 	lk.mu.Lock()
-	if !done { // ctx ended first
+	if opened == nil && openErr == nil { // ctx ended first
 		gone = true
 		return nil, core.CtxErr(ctx)
 	}

@@ -78,11 +78,12 @@ func (w *waiter) acquire(ctx context.Context, l *alock.Lock) error {
 		}
 		return wrapAcquire(err)
 	}
-	wctx, cancel := ctx, context.CancelFunc(func() {})
+	wctx := ctx
 	if o.wait.set {
+		var cancel context.CancelFunc
 		wctx, cancel = context.WithTimeout(ctx, o.wait.d)
+		defer cancel()
 	}
-	defer cancel()
 	err := l.Acquire(wctx)
 	// A wait given up, by -w or by the session's own lock_timeout (set
 	// with PGOPTIONS, say), is a lock held elsewhere too.
